@@ -1,0 +1,10 @@
+"""Flask-Satchel: Flask's ``session``, kept on the server and done right."""
+
+from .errors import ConfigError as ConfigError
+from .errors import NotSupported as NotSupported
+from .errors import SatchelError as SatchelError
+from .errors import StoreUnavailable as StoreUnavailable
+from .extension import Session as Session
+from .manager import SessionInfo as SessionInfo
+from .manager import SessionManager as SessionManager
+from .session import ServerSession as ServerSession

@@ -1,0 +1,31 @@
+"""The exceptions Flask-Satchel raises: one base class, three kinds."""
+
+from __future__ import annotations
+
+
+class SatchelError(Exception):
+    """Base class of every error Flask-Satchel raises on purpose."""
+
+
+class ConfigError(SatchelError, ValueError):
+    """The configuration cannot work; raised by ``init_app`` naming the key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        #: The configuration key that is wrong.
+        self.key = key
+
+
+class NotSupported(SatchelError):
+    """A manager operation this store cannot do honestly (say, counting memcached)."""
+
+
+class StoreUnavailable(SatchelError):
+    """The store cannot be reached, or did not answer within ``SESSION_STORE_TIMEOUT``.
+
+    Flask-Satchel turns it into an HTTP 503 with ``Retry-After``; the next
+    request tries the store again, so service resumes by itself.
+    """
+
+    #: Seconds a client is asked to wait before retrying.
+    retry_after: int = 1

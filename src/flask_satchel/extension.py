@@ -1,0 +1,53 @@
+"""``Session(app)``: installs Flask-Satchel on an app."""
+
+from __future__ import annotations
+
+import typing as t
+
+from . import settings as _settings
+from .cli import session_cli
+from .errors import ConfigError, StoreUnavailable
+from .interface import SatchelSessionInterface
+from .manager import SessionManager
+from .stores import open_store
+
+if t.TYPE_CHECKING:
+    from flask import Flask
+
+
+def _unavailable(error: StoreUnavailable) -> tuple[str, int, dict[str, str]]:
+    return (
+        "The session store is unavailable; please retry shortly.\n",
+        503,
+        {"Retry-After": str(error.retry_after), "Content-Type": "text/plain; charset=utf-8"},
+    )
+
+
+class Session:
+    """The Flask-Satchel extension; a drop-in for Flask-Session's ``Session``.
+
+    ``Session(app)`` or, with an app factory, ``Session().init_app(app)``.
+    Nothing app-specific is kept on this object: the store, settings and the
+    :class:`~flask_satchel.manager.SessionManager` live in
+    ``app.extensions["satchel"]``.
+    """
+
+    def __init__(self, app: Flask | None = None) -> None:
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> SessionManager:
+        """Read the config once, open the store and take over ``app.session_interface``."""
+        settings = _settings.load(app.config, app.instance_path, app.secret_key)
+        if settings.type == "cookie":
+            raise ConfigError("SESSION_TYPE", "the encrypted cookie store is not available in this release")
+        if settings.locking:
+            raise ConfigError("SESSION_LOCKING", "per-session locking is not available in this release")
+        store = open_store(settings)
+        interface = SatchelSessionInterface(settings, store)
+        manager = SessionManager(settings, store, interface)
+        app.session_interface = interface
+        app.extensions["satchel"] = manager
+        app.register_error_handler(StoreUnavailable, _unavailable)
+        app.cli.add_command(session_cli)
+        return manager

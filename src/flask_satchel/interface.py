@@ -1,0 +1,293 @@
+"""Flask's ``SessionInterface`` for every server-side store.
+
+This module owns everything a store should not have to know: cookies, ids,
+expiry, refresh, and what a request changed. At the end of a request the
+session's values are encoded and compared with the bytes that were loaded;
+only keys whose bytes differ are sent to the store, which merges them into
+the record as it is *then*. Two overlapping requests of one user that change
+different keys therefore both survive, which is not true of a session that
+is written back whole.
+
+Concurrency contract, in plain words: changes to different keys merge;
+changes to the same key are last-writer-wins; a request that started before
+``destroy()``, ``regenerate()`` or a revoke can never write the old session
+back, because stores refuse to apply a change to a record that is gone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import logging
+import time
+import typing as t
+
+from flask.sessions import SessionInterface
+
+from . import ids, serialization
+from .errors import SatchelError, StoreUnavailable
+from .session import ServerSession
+from .stores.base import Change, Record
+
+if t.TYPE_CHECKING:
+    from flask import Flask, Request, Response
+    from flask.sessions import SessionMixin
+
+    from .settings import Settings
+    from .stores.base import Store
+
+#: Tampered or malformed cookies and unreadable records are reported here.
+security_log = logging.getLogger("flask_satchel.security")
+log = logging.getLogger("flask_satchel")
+
+
+class SatchelSessionInterface(SessionInterface):
+    """Sessions kept in a :class:`~flask_satchel.stores.base.Store`."""
+
+    #: The clock; tests replace it instead of sleeping.
+    now: t.Callable[[], float] = staticmethod(time.time)
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self._pattern = ids.sid_pattern(settings.id_length)
+        self._signer = ids.SidSigner() if settings.use_signer else None
+        self._saves = itertools.count(1)
+
+    # Ids ------------------------------------------------------------------
+
+    def new_sid(self) -> str:
+        return ids.new_sid(self.settings.id_length)
+
+    handle_of = staticmethod(ids.key_of)
+
+    def _sid_from_cookie(self, app: Flask, value: str) -> str | None:
+        sid: str | None = value
+        if self._signer is not None:
+            sid = self._signer.unsign(value, app.secret_key, app.config.get("SECRET_KEY_FALLBACKS") or ())
+        if sid is None or not self._pattern.fullmatch(sid):
+            return None
+        return sid
+
+    def _cookie_value(self, app: Flask, sid: str) -> str:
+        if self._signer is None:
+            return sid
+        return self._signer.sign(sid, app.secret_key, app.config.get("SECRET_KEY_FALLBACKS") or ())
+
+    # Expiry ---------------------------------------------------------------
+
+    def _deadline(self, app: Flask, created_at: float, last_seen: float) -> float:
+        """When a session seen at ``last_seen`` dies: idle or absolute timeout, whichever is first."""
+        idle = app.permanent_session_lifetime.total_seconds()
+        return min(last_seen + idle, created_at + self.settings.absolute_lifetime)
+
+    def _refresh_due(self, app: Flask, record: Record, now: float) -> bool:
+        # A tenth of the idle timeout at most, so a short lifetime stays accurate.
+        idle = app.permanent_session_lifetime.total_seconds()
+        return now - record.last_seen >= min(self.settings.refresh_interval, idle / 10)
+
+    # Opening --------------------------------------------------------------
+
+    def open_session(self, app: Flask, request: Request) -> ServerSession:
+        # Nothing is read here: the session loads itself when first used.
+        return ServerSession(self, app, request)
+
+    def load(self, session: ServerSession) -> None:
+        """Fill ``session`` from its cookie and the store (called on first use)."""
+        app, request = session._app, session._request
+        value = request.cookies.get(self.get_cookie_name(app)) if request is not None else None
+        if value is None:
+            return
+        session._had_cookie = True
+        sid = self._sid_from_cookie(app, value)
+        if sid is None:
+            security_log.warning(
+                "Rejected a malformed or tampered session cookie from %s",
+                request.remote_addr if request is not None else "?",
+            )
+            return
+        key = ids.key_of(sid)
+        try:
+            record = self._guard(session, self.store.load, key)
+        except (ValueError, TypeError) as e:  # msgspec.DecodeError is a ValueError
+            security_log.warning("Unreadable session record %s, starting a new session: %s", key, e)
+            return
+        if record is None:
+            return  # unknown, expired or revoked: never adopted
+        now = self.now()
+        if now >= min(record.expires_at, self._deadline(app, record.created_at, record.last_seen)):
+            self._guard(session, self.store.delete, key)
+            return
+        try:
+            data = serialization.decode(record.data)
+        except (ValueError, TypeError) as e:  # msgspec.DecodeError is a ValueError
+            security_log.warning("Unreadable session record %s, starting a new session: %s", key, e)
+            return
+        dict.update(session, data)
+        session._sid = sid
+        session._record = record
+        session._original = record.data
+        session._stored = True
+        session._permanent = record.permanent
+        session.new = False
+
+    def _guard(self, session: ServerSession, op: t.Callable[..., t.Any], *args: t.Any) -> t.Any:
+        """Run a store operation; if the store is down, mark the session broken so nothing is written."""
+        try:
+            return op(*args)
+        except StoreUnavailable:
+            session._broken = True
+            raise
+
+    # Explicit lifecycle ----------------------------------------------------
+
+    def regenerate(self, session: ServerSession) -> None:
+        if session._stored:
+            assert session._sid is not None
+            self._guard(session, self.store.delete, ids.key_of(session._sid))
+        session._sid = self.new_sid()
+        session._stored = False
+        session.modified = True
+
+    def destroy(self, session: ServerSession) -> None:
+        if session._stored:
+            assert session._sid is not None
+            self._guard(session, self.store.delete, ids.key_of(session._sid))
+        dict.clear(session)
+        session._sid = None
+        session._record = None
+        session._original = {}
+        session._stored = False
+        session._permanent = self.settings.permanent
+        session.modified = True
+
+    # Saving ---------------------------------------------------------------
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        if not isinstance(session, ServerSession) or not session._loaded:
+            return  # never touched: no store I/O, no cookie, no Vary
+        response.vary.add("Cookie")
+        if session._broken:
+            return
+        try:
+            self._save(app, session, response)
+        except StoreUnavailable as e:
+            # Flask turns errors raised after the view into a 500 and ignores
+            # error handlers, so the 503 is made here, on the response itself.
+            _make_unavailable(response, e)
+            return
+        n = self.settings.cleanup_n_requests
+        if n is not None and next(self._saves) % n == 0:
+            try:
+                self.store.cleanup(self.now())
+            except SatchelError as e:
+                log.warning("Periodic session cleanup failed: %s", e)
+
+    def _save(self, app: Flask, session: ServerSession, response: Response) -> None:
+        store = self.store
+        now = self.now()
+        if not dict.__len__(session):
+            if session._stored:
+                # Only this request's deletions: keys other requests added survive.
+                remaining = store.apply(ids.key_of(session.sid), self._change(app, session, {}, now))
+                if remaining:
+                    return
+            if session._had_cookie:
+                self._delete_cookie(app, response)
+            return
+
+        encoded = serialization.encode(session)
+        if not session._stored:
+            record = session._record
+            created = record.created_at if record is not None else now
+            record = Record(
+                data=encoded,
+                created_at=created,
+                last_seen=now,
+                expires_at=self._deadline(app, created, now),
+                permanent=session._permanent,
+                user=self._user_of(encoded, session),
+            )
+            sid = session.sid
+            store.create(ids.key_of(sid), record)
+            session._stored = True
+            self._set_cookie(app, response, sid, record.expires_at if record.permanent else None)
+            return
+
+        record = session._record
+        assert record is not None
+        key = ids.key_of(session.sid)
+        refresh = self._refresh_due(app, record, now)
+        change = self._change(app, session, encoded, now if refresh else None)
+        if change.set or change.removed or session._permanent_changed:
+            remaining = store.apply(key, change)
+            if not remaining:  # gone (revoked, destroyed elsewhere) or emptied
+                self._delete_cookie(app, response)
+            elif session._permanent_changed or (refresh and session._permanent):
+                self._set_cookie(app, response, session.sid, change.expires_at if change.permanent else None)
+        elif refresh and app.config["SESSION_REFRESH_EACH_REQUEST"]:
+            expires = self._deadline(app, record.created_at, now)
+            if not store.touch(key, now, expires):
+                self._delete_cookie(app, response)
+            elif session._permanent:
+                self._set_cookie(app, response, session.sid, expires)
+
+    def _change(self, app: Flask, session: ServerSession, encoded: dict[str, bytes], now: float | None) -> Change:
+        """The delta between what was loaded and ``encoded``; ``now`` set means refresh the expiry."""
+        original = session._original
+        record = session._record
+        assert record is not None
+        changed = {k: v for k, v in encoded.items() if original.get(k) != v}
+        removed = [k for k in original if k not in encoded]
+        user_key = self.settings.user_key
+        return Change(
+            set=changed,
+            removed=removed,
+            last_seen=record.last_seen if now is None else now,
+            expires_at=record.expires_at if now is None else self._deadline(app, record.created_at, now),
+            permanent=session._permanent,
+            user_changed=user_key in changed or user_key in removed,
+            user=self._user_of(changed, session),
+        )
+
+    def _user_of(self, encoded: t.Mapping[str, bytes], session: ServerSession) -> str | None:
+        key = self.settings.user_key
+        if key not in encoded:
+            return None
+        return str(dict.__getitem__(session, key))
+
+    # Cookies --------------------------------------------------------------
+
+    def _set_cookie(self, app: Flask, response: Response, sid: str, expires_at: float | None) -> None:
+        """Send the id; ``expires_at`` for a permanent session, None for a browser-session cookie."""
+        expires = None if expires_at is None else dt.datetime.fromtimestamp(expires_at, dt.timezone.utc)
+        response.set_cookie(
+            self.get_cookie_name(app),
+            self._cookie_value(app, sid),
+            expires=expires,
+            httponly=self.get_cookie_httponly(app),
+            domain=self.get_cookie_domain(app),
+            path=self.get_cookie_path(app),
+            secure=self.get_cookie_secure(app),
+            samesite=self.get_cookie_samesite(app) or "Lax",
+            partitioned=self.get_cookie_partitioned(app),
+        )
+
+    def _delete_cookie(self, app: Flask, response: Response) -> None:
+        response.delete_cookie(
+            self.get_cookie_name(app),
+            domain=self.get_cookie_domain(app),
+            path=self.get_cookie_path(app),
+            secure=self.get_cookie_secure(app),
+            partitioned=self.get_cookie_partitioned(app),
+            samesite=self.get_cookie_samesite(app) or "Lax",
+            httponly=self.get_cookie_httponly(app),
+        )
+
+
+def _make_unavailable(response: Response, error: StoreUnavailable) -> None:
+    log.error("Session store unavailable: %s", error)
+    response.status_code = 503
+    response.headers["Retry-After"] = str(error.retry_after)
+    response.mimetype = "text/plain"
+    response.set_data("The session store is unavailable; please retry shortly.\n")

@@ -1,0 +1,223 @@
+"""The object behind ``flask.session``: a dict that loads itself on first use.
+
+Flask opens the session for every request, before the view runs. Loading it
+there would cost a store round trip on every request, including the ones
+that never look at the session (static files, health checks, JSON APIs). So
+the session starts empty and unloaded, and the first dict operation loads it.
+``save_session`` skips a session that was never loaded: no store I/O, no
+``Set-Cookie``, no ``Vary: Cookie``.
+
+The session does not track which keys were written. At the end of the
+request the interface encodes every value and compares it with the bytes it
+loaded; that finds in-place changes to nested lists and dicts too, without
+``session.modified = True``.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+from flask.sessions import SessionMixin
+
+if t.TYPE_CHECKING:
+    from _typeshed import SupportsKeysAndGetItem
+    from flask import Flask, Request
+
+    from .interface import SatchelSessionInterface
+    from .stores.base import Record
+
+_MISSING: t.Any = object()
+
+
+class ServerSession(dict[str, t.Any], SessionMixin):
+    """A session kept in a store, sent to the browser as an opaque id."""
+
+    #: The session was not found in the store (or is empty) for this request.
+    new: bool = True
+    #: Set by any change made through the dict interface; nested changes are
+    #: found at the end of the request even when this stays False.
+    modified: bool = False
+
+    def __init__(self, interface: SatchelSessionInterface, app: Flask, request: Request | None) -> None:
+        super().__init__()
+        self._interface = interface
+        self._app = app
+        self._request = request
+        self._loaded = False
+        #: The store failed during this request: nothing will be written.
+        self._broken = False
+        #: The session id; None until one is needed.
+        self._sid: str | None = None
+        #: The record as loaded (for created_at, last_seen, expiry), if any.
+        self._record: Record | None = None
+        #: Encoded values as loaded: the baseline the end-of-request diff uses.
+        self._original: dict[str, bytes] = {}
+        #: A record exists in the store under the current sid.
+        self._stored = False
+        #: The request came with a session cookie, valid or not.
+        self._had_cookie = False
+        #: ``regenerate()`` gave this session a new sid during the request.
+        self._sid_changed = False
+        self._permanent = interface.settings.permanent
+        self._permanent_changed = False
+
+    # Loading ---------------------------------------------------------------
+
+    @property
+    def accessed(self) -> bool:  # type: ignore[override]
+        """True once the session was loaded, which is what ``Vary: Cookie`` needs."""
+        return self._loaded
+
+    @accessed.setter
+    def accessed(self, value: bool) -> None:
+        if value:
+            self._load()
+
+    def _load(self) -> None:
+        if not self._loaded:
+            self._loaded = True
+            self._interface.load(self)
+
+    # Session identity ------------------------------------------------------
+
+    @property
+    def sid(self) -> str:
+        """The secret session id (the cookie's value, before signing)."""
+        self._load()
+        if self._sid is None:
+            self._sid = self._interface.new_sid()
+        return self._sid
+
+    @property
+    def handle(self) -> str:
+        """The public id of this session, safe to show, list and revoke."""
+        return self._interface.handle_of(self.sid)
+
+    @property
+    def permanent(self) -> bool:
+        """Flask's permanent flag; kept as metadata, never as a key."""
+        self._load()
+        return self._permanent
+
+    @permanent.setter
+    def permanent(self, value: bool) -> None:
+        self._load()
+        if bool(value) != self._permanent:
+            self._permanent = bool(value)
+            self._permanent_changed = True
+            self.modified = True
+
+    def regenerate(self) -> None:
+        """Give the session a new id, keep its data; the old id dies at once.
+
+        Call it when the user logs in, so an id planted before the login
+        (session fixation) is worthless.
+        """
+        self._load()
+        self._interface.regenerate(self)
+
+    def destroy(self) -> None:
+        """Delete the session from the store and the cookie from the browser.
+
+        Call it on logout. Requests still running with the old id cannot
+        bring it back. Values set after ``destroy()`` start a new session.
+        """
+        self._load()
+        self._interface.destroy(self)
+
+    # The dict interface, loading first ------------------------------------
+
+    def __getitem__(self, key: str) -> t.Any:
+        self._load()
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: t.Any = None) -> t.Any:
+        self._load()
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self._load()
+        return super().__contains__(key)
+
+    def __iter__(self) -> t.Iterator[str]:
+        self._load()
+        return super().__iter__()
+
+    def __reversed__(self) -> t.Iterator[str]:
+        self._load()
+        return super().__reversed__()
+
+    def __len__(self) -> int:
+        self._load()
+        return super().__len__()
+
+    def __eq__(self, other: object) -> bool:
+        self._load()
+        return super().__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        self._load()
+        return f"<{type(self).__name__} {super().__repr__()}>"
+
+    def keys(self) -> t.KeysView[str]:  # type: ignore[override]
+        self._load()
+        return super().keys()
+
+    def values(self) -> t.ValuesView[t.Any]:  # type: ignore[override]
+        self._load()
+        return super().values()
+
+    def items(self) -> t.ItemsView[str, t.Any]:  # type: ignore[override]
+        self._load()
+        return super().items()
+
+    def copy(self) -> dict[str, t.Any]:
+        self._load()
+        return dict(super().items())
+
+    def __or__(self, other: t.Any) -> dict[str, t.Any]:  # type: ignore[override]
+        return self.copy() | other
+
+    def __setitem__(self, key: str, value: t.Any) -> None:
+        self._load()
+        self.modified = True
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self._load()
+        self.modified = True
+        super().__delitem__(key)
+
+    def setdefault(self, key: str, default: t.Any = None) -> t.Any:
+        self._load()
+        if not super().__contains__(key):
+            self.modified = True
+        return super().setdefault(key, default)
+
+    def pop(self, key: str, default: t.Any = _MISSING) -> t.Any:
+        self._load()
+        if super().__contains__(key):
+            self.modified = True
+        return super().pop(key) if default is _MISSING else super().pop(key, default)
+
+    def popitem(self) -> tuple[str, t.Any]:
+        self._load()
+        self.modified = True
+        return super().popitem()
+
+    def clear(self) -> None:
+        self._load()
+        self.modified = True
+        super().clear()
+
+    def update(self, *args: t.Any, **kwargs: t.Any) -> None:
+        self._load()
+        self.modified = True
+        super().update(*args, **kwargs)
+
+    def __ior__(self, other: SupportsKeysAndGetItem[str, t.Any]) -> t.Self:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+

@@ -1,0 +1,234 @@
+"""Flask-Satchel's own configuration, read once at ``init_app``.
+
+Flask's keys (cookie attributes, ``PERMANENT_SESSION_LIFETIME``,
+``SESSION_REFRESH_EACH_REQUEST``, the secret) are not here: Flask reads them
+on every request, and so does the interface. Everything here is checked up
+front, so a mistake is a ``ConfigError`` naming the key when the app starts,
+not a 500 on the first request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import typing as t
+import warnings
+from urllib.parse import SplitResult, urlsplit
+
+from .errors import ConfigError
+
+#: The store types, as ``SESSION_TYPE`` names them.
+TYPES = ("sqlite", "filesystem", "sqlalchemy", "redis", "memcached", "memory", "cookie")
+
+#: URL scheme (the part before ``+`` for SQLAlchemy drivers) to store type.
+SCHEMES = {
+    "sqlite": "sqlite",
+    "file": "filesystem",
+    "redis": "redis",
+    "rediss": "redis",
+    "redis+sentinel": "redis",
+    "redis+cluster": "redis",
+    "memcached": "memcached",
+    "postgresql": "sqlalchemy",
+    "postgres": "sqlalchemy",
+    "mysql": "sqlalchemy",
+    "mariadb": "sqlalchemy",
+    "memory": "memory",
+    "cookie": "cookie",
+}
+
+#: Flask-Session types Flask-Satchel has no store for, with what to use instead.
+_UNSUPPORTED_TYPES = {
+    "cachelib": "use 'filesystem' or 'memory'",
+    "mongodb": "use 'redis', 'sqlalchemy' or 'sqlite'",
+    "dynamodb": "use 'redis' or 'sqlalchemy'",
+    "null": "leave SESSION_TYPE unset for the SQLite default",
+}
+
+_DAY = 86400.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Every Flask-Satchel setting, validated. Times are in seconds."""
+
+    type: str = "sqlite"
+    #: ``SESSION_URL`` parsed, or None when the store is configured by type and client.
+    url: SplitResult | None = None
+    permanent: bool = False
+    key_prefix: str = "session:"
+    id_length: int = 32
+    use_signer: bool = False
+    absolute_lifetime: float = 30 * _DAY
+    refresh_interval: float = 60.0
+    user_key: str = "_user_id"
+    track_client: bool = False
+    locking: bool = False
+    store_timeout: float = 2.0
+    cleanup_n_requests: int | None = None
+    #: Where the SQLite database lives (``sqlite`` type).
+    sqlite_path: str = ""
+    #: Where the filesystem store keeps its files (``filesystem`` type).
+    file_dir: str = ""
+    file_mode: int = 0o600
+    #: Clients handed over in the config (``SESSION_REDIS``, …), by store type.
+    client: t.Any = None
+    sqlalchemy_table: str = "sessions"
+    sqlalchemy_schema: str | None = None
+    sqlalchemy_create_table: bool = True
+
+
+def _seconds(config: t.Mapping[str, t.Any], key: str, default: float, *, zero: bool) -> float:
+    value = config.get(key, default)
+    if isinstance(value, dt.timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise ConfigError(key, f"expected a timedelta or a number of seconds, got {value!r}")
+    if seconds < 0 or (seconds == 0 and not zero):
+        raise ConfigError(key, f"must be {'zero or more' if zero else 'more than zero'}, got {value!r}")
+    return seconds
+
+
+def _flag(config: t.Mapping[str, t.Any], key: str, default: bool) -> bool:
+    value = config.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(key, f"expected True or False, got {value!r}")
+    return value
+
+
+def _type_and_url(config: t.Mapping[str, t.Any]) -> tuple[str, SplitResult | None]:
+    kind = config.get("SESSION_TYPE")
+    raw_url = config.get("SESSION_URL")
+    url = None
+    if raw_url is not None:
+        if not isinstance(raw_url, str) or "://" not in raw_url:
+            raise ConfigError("SESSION_URL", f"expected a URL such as 'redis://127.0.0.1:6379/0', got {raw_url!r}")
+        try:
+            url = urlsplit(raw_url)
+            url.port  # noqa: B018 - parses the port, which raises on garbage
+        except ValueError as e:
+            raise ConfigError("SESSION_URL", f"cannot parse {raw_url!r}: {e}") from None
+        scheme = url.scheme.lower()
+        from_url = SCHEMES.get(scheme) or SCHEMES.get(scheme.split("+")[0])
+        if from_url is None:
+            raise ConfigError(
+                "SESSION_URL", f"unknown scheme {url.scheme!r}; accepted: {', '.join(sorted(SCHEMES))}"
+            )
+        if kind is not None and kind != from_url:
+            raise ConfigError("SESSION_TYPE", f"{kind!r} does not match SESSION_URL, which is a {from_url!r} URL")
+        kind = from_url
+    if kind is None:
+        kind = "sqlite"
+    if kind in _UNSUPPORTED_TYPES:
+        raise ConfigError("SESSION_TYPE", f"{kind!r} is not supported by Flask-Satchel; {_UNSUPPORTED_TYPES[kind]}")
+    if kind not in TYPES:
+        raise ConfigError("SESSION_TYPE", f"unknown type {kind!r}; accepted: {', '.join(TYPES)}")
+    return kind, url
+
+
+def _local_path(url: SplitResult | None, key: str, default: str, instance_path: str) -> str:
+    """A file path from ``sqlite:///rel``, ``sqlite:////abs`` or ``file:///abs``.
+
+    Relative paths are relative to the instance folder, as Flask-SQLAlchemy does.
+    """
+    if url is None:
+        return default
+    if url.netloc:
+        raise ConfigError(key, f"a {url.scheme} URL names a local path and no host, got {url.geturl()!r}")
+    path = url.path
+    if url.scheme == "sqlite":
+        path = path[1:]  # sqlite:///relative and sqlite:////absolute
+    if not path or path == ":memory:":
+        raise ConfigError(key, "needs a file path (use 'memory://' for an in-memory store)")
+    return path if os.path.isabs(path) else os.path.join(instance_path, path)
+
+
+_CLIENT_KEYS = {"redis": "SESSION_REDIS", "memcached": "SESSION_MEMCACHED", "sqlalchemy": "SESSION_SQLALCHEMY"}
+
+
+def load(config: t.Mapping[str, t.Any], instance_path: str, secret_key: t.Any) -> Settings:
+    """Read and check Flask-Satchel's keys from an app's config."""
+    kind, url = _type_and_url(config)
+
+    id_length = config.get("SESSION_ID_LENGTH", 32)
+    if not isinstance(id_length, int) or isinstance(id_length, bool) or id_length < 32:
+        raise ConfigError("SESSION_ID_LENGTH", f"must be at least 32 bytes (256 bits), got {id_length!r}")
+
+    use_signer = _flag(config, "SESSION_USE_SIGNER", False)
+    if (use_signer or kind == "cookie") and not secret_key:
+        raise ConfigError(
+            "SECRET_KEY", "is needed to sign session ids (SESSION_USE_SIGNER) and by the cookie store; set app.secret_key"
+        )
+
+    # Flask's own key is read per request, but a value that can never work is
+    # a startup error here rather than a 500 later.
+    _seconds(config, "PERMANENT_SESSION_LIFETIME", 31 * _DAY, zero=False)
+
+    prefix = config.get("SESSION_KEY_PREFIX", "session:")
+    if not isinstance(prefix, str):
+        raise ConfigError("SESSION_KEY_PREFIX", f"expected a string, got {prefix!r}")
+    user_key = config.get("SESSION_USER_KEY", "_user_id")
+    if not isinstance(user_key, str) or not user_key:
+        raise ConfigError("SESSION_USER_KEY", f"expected a non-empty string, got {user_key!r}")
+
+    cleanup_n = config.get("SESSION_CLEANUP_N_REQUESTS")
+    if cleanup_n is not None and (not isinstance(cleanup_n, int) or isinstance(cleanup_n, bool) or cleanup_n < 1):
+        raise ConfigError("SESSION_CLEANUP_N_REQUESTS", f"expected a positive integer or None, got {cleanup_n!r}")
+
+    file_dir = config.get("SESSION_FILE_DIR")
+    if file_dir is not None and not isinstance(file_dir, (str, os.PathLike)):
+        raise ConfigError("SESSION_FILE_DIR", f"expected a directory path, got {file_dir!r}")
+    if config.get("SESSION_FILE_THRESHOLD") is not None:
+        warnings.warn(
+            "SESSION_FILE_THRESHOLD is ignored: Flask-Satchel never evicts a live session to make room;"
+            " expired sessions are removed by 'flask session cleanup'",
+            stacklevel=3,
+        )
+    file_mode = config.get("SESSION_FILE_MODE", 0o600)
+    if not isinstance(file_mode, int) or not 0 <= file_mode <= 0o777:
+        raise ConfigError("SESSION_FILE_MODE", f"expected permission bits such as 0o600, got {file_mode!r}")
+
+    fmt = config.get("SESSION_SERIALIZATION_FORMAT", "msgpack")
+    if fmt != "msgpack":
+        raise ConfigError("SESSION_SERIALIZATION_FORMAT", f"Flask-Satchel always stores typed msgpack, got {fmt!r}")
+
+    client = config.get(_CLIENT_KEYS.get(kind, ""))
+    table = config.get("SESSION_SQLALCHEMY_TABLE", "sessions")
+    if not isinstance(table, str) or not table:
+        raise ConfigError("SESSION_SQLALCHEMY_TABLE", f"expected a table name, got {table!r}")
+    schema = config.get("SESSION_SQLALCHEMY_SCHEMA")
+    if schema is not None and not isinstance(schema, str):
+        raise ConfigError("SESSION_SQLALCHEMY_SCHEMA", f"expected a schema name or None, got {schema!r}")
+
+    default_file_dir = os.path.join(instance_path, "flask_satchel_sessions")
+    return Settings(
+        type=kind,
+        url=url,
+        permanent=_flag(config, "SESSION_PERMANENT", False),
+        key_prefix=prefix,
+        id_length=id_length,
+        use_signer=use_signer,
+        absolute_lifetime=_seconds(config, "SESSION_ABSOLUTE_LIFETIME", 30 * _DAY, zero=False),
+        refresh_interval=_seconds(config, "SESSION_REFRESH_INTERVAL", 60.0, zero=True),
+        user_key=user_key,
+        track_client=_flag(config, "SESSION_TRACK_CLIENT", False),
+        locking=_flag(config, "SESSION_LOCKING", False),
+        store_timeout=_seconds(config, "SESSION_STORE_TIMEOUT", 2.0, zero=False),
+        cleanup_n_requests=cleanup_n,
+        sqlite_path=_local_path(
+            url if kind == "sqlite" else None, "SESSION_URL", os.path.join(instance_path, "flask_satchel.sqlite3"),
+            instance_path,
+        ),
+        file_dir=_local_path(
+            url if kind == "filesystem" else None, "SESSION_URL", os.fspath(file_dir or default_file_dir),
+            instance_path,
+        ),
+        file_mode=file_mode,
+        client=client,
+        sqlalchemy_table=table,
+        sqlalchemy_schema=schema,
+        sqlalchemy_create_table=_flag(config, "SESSION_SQLALCHEMY_CREATE_TABLE", True),
+    )

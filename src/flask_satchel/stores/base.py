@@ -1,0 +1,118 @@
+"""The Store protocol: what a session store must do, and nothing more.
+
+The interface owns cookies, ids, expiry and the delta of what a request
+changed. A store only keeps records under a key (already a hash of the
+session id, never the id itself) and applies a delta atomically in its own
+native way: a Lua script, a row lock, a file lock, compare-and-set. Stores do
+not import Flask and do not encode values: values arrive and leave as bytes.
+
+Every method that talks to a server raises ``StoreUnavailable`` when the
+server cannot be reached or does not answer within the store's timeout.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+import msgspec
+
+
+class Record(msgspec.Struct, kw_only=True):
+    """One stored session. Times are Unix timestamps (``time.time()``)."""
+
+    #: Each session key with its encoded value (``serialization.encode``).
+    data: dict[str, bytes] = {}
+    #: When the session was first created; the absolute timeout counts from here.
+    created_at: float
+    #: The last write or refresh; the idle timeout counts from here.
+    last_seen: float
+    #: When the record dies: ``min(last_seen + idle, created_at + absolute)``.
+    expires_at: float
+    #: Flask's ``session.permanent``: metadata, never a key of the session.
+    permanent: bool = False
+    #: ``str(session[SESSION_USER_KEY])`` when set, for the per-user index.
+    user: str | None = None
+    #: Client details kept for session lists (ip, user agent) when tracked.
+    client: dict[str, str] | None = None
+
+
+class Change(msgspec.Struct, kw_only=True):
+    """What one request changed: applied on top of the current record."""
+
+    #: Keys the request set, with their new encoded values.
+    set: dict[str, bytes] = {}
+    #: Keys the request deleted.
+    removed: list[str] = []
+    #: The new ``last_seen`` and ``expires_at`` of the record.
+    last_seen: float
+    expires_at: float
+    permanent: bool = False
+    #: When ``user_changed``, the record's ``user`` becomes ``user``.
+    user_changed: bool = False
+    user: str | None = None
+    #: When not None, replaces the record's client details.
+    client: dict[str, str] | None = None
+
+
+def merge(record: Record, change: Change) -> Record:
+    """Return ``record`` with ``change`` applied; for stores that merge in Python."""
+    data = dict(record.data)
+    for key in change.removed:
+        data.pop(key, None)
+    data.update(change.set)
+    return Record(
+        data=data,
+        created_at=record.created_at,
+        last_seen=change.last_seen,
+        expires_at=change.expires_at,
+        permanent=change.permanent,
+        user=change.user if change.user_changed else record.user,
+        client=record.client if change.client is None else change.client,
+    )
+
+
+@t.runtime_checkable
+class Store(t.Protocol):
+    """A place to keep session records. One module per store implements it."""
+
+    def load(self, key: str) -> Record | None:
+        """Return the record under ``key``, or None if there is none.
+
+        A store may return a record whose ``expires_at`` has passed; the
+        interface checks expiry itself (the idle timeout may have shrunk).
+        """
+
+    def create(self, key: str, record: Record) -> None:
+        """Store a new record under a freshly generated ``key``."""
+
+    def apply(self, key: str, change: Change) -> int | None:
+        """Apply ``change`` atomically to the record under ``key``.
+
+        Keys changed by other requests in the meantime are kept. Returns the
+        number of keys the record holds afterwards; when that is 0 the record
+        is deleted. Returns None, and writes nothing, when the record is gone
+        (destroyed, regenerated, revoked or expired): a late write must never
+        bring a dead session back.
+        """
+
+    def touch(self, key: str, last_seen: float, expires_at: float) -> bool:
+        """Extend a record's life without rewriting it; False when it is gone."""
+
+    def delete(self, key: str) -> bool:
+        """Delete the record; True when there was one."""
+
+    def sessions(self, now: float, user: str | None = None) -> list[tuple[str, Record]]:
+        """Live records with their keys, of one user or of everyone.
+
+        ``data`` may be left empty: callers want the metadata. Stores that
+        cannot list every session raise ``NotSupported`` when ``user`` is None.
+        """
+
+    def cleanup(self, now: float) -> int:
+        """Delete records expired at ``now``; return how many (0 with native TTL)."""
+
+    def count(self, now: float) -> int:
+        """How many live records there are."""
+
+    def close(self) -> None:
+        """Release connections and files."""

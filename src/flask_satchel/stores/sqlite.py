@@ -1,0 +1,216 @@
+"""The default store: one SQLite file, with the standard library's ``sqlite3``.
+
+It needs no server and is safe for several processes (gunicorn workers) and
+threads at once: the database runs in WAL mode, so readers never wait for a
+writer, and a change is a short ``BEGIN IMMEDIATE`` transaction that reads
+the row, merges the delta and writes it back. A read is one primary-key
+``SELECT`` on a pooled connection, a few microseconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import sqlite3
+import typing as t
+
+import msgspec
+
+from .. import serialization
+from ..errors import StoreUnavailable
+from .base import Change, Record
+
+if t.TYPE_CHECKING:
+    from ..settings import Settings
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS satchel_sessions (
+    key TEXT PRIMARY KEY,
+    data BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    permanent INTEGER NOT NULL,
+    user TEXT,
+    client BLOB
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS satchel_sessions_expires ON satchel_sessions (expires_at);
+CREATE INDEX IF NOT EXISTS satchel_sessions_user ON satchel_sessions (user) WHERE user IS NOT NULL;
+"""
+_COLUMNS = "data, created_at, last_seen, expires_at, permanent, user, client"
+_LOAD = f"SELECT {_COLUMNS} FROM satchel_sessions WHERE key = ?"
+_CLEANUP_BATCH = 5000
+
+_decode_client = msgspec.msgpack.Decoder(dict[str, str]).decode
+
+
+def _record(row: tuple[t.Any, ...], with_data: bool = True) -> Record:
+    data, created_at, last_seen, expires_at, permanent, user, client = row
+    return Record(
+        data=serialization.unpack_map(data) if with_data else {},
+        created_at=created_at,
+        last_seen=last_seen,
+        expires_at=expires_at,
+        permanent=bool(permanent),
+        user=user,
+        client=None if client is None else _decode_client(client),
+    )
+
+
+class SQLiteStore:
+    """Sessions in a table of an SQLite database file."""
+
+    def __init__(self, path: str, *, timeout: float = 2.0) -> None:
+        #: The database file; its folder is created on first use.
+        self.path = path
+        self.timeout = timeout
+        # A pool rather than one connection per thread: threaded servers start
+        # a thread per request, and opening a connection costs far more than a query.
+        self._pool: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._ready = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SQLiteStore:
+        return cls(settings.sqlite_path, timeout=settings.store_timeout)
+
+    def _connect(self) -> sqlite3.Connection:
+        folder = os.path.dirname(self.path)
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL is durable across application crashes in WAL mode; only a
+        # power loss can drop the last commits, which for sessions is a re-login.
+        conn.execute("PRAGMA synchronous=NORMAL")
+        if not self._ready:
+            conn.executescript(_SCHEMA)
+            self._ready = True
+        return conn
+
+    @contextlib.contextmanager
+    def _conn(self) -> t.Iterator[sqlite3.Connection]:
+        try:
+            conn = self._pool.get_nowait()
+        except queue.Empty:
+            conn = None
+        try:
+            if conn is None:
+                conn = self._connect()
+            yield conn
+        except sqlite3.OperationalError as e:
+            # "database is locked" after the busy timeout, a vanished disk, …
+            if conn is not None and conn.in_transaction:
+                conn.rollback()
+            raise StoreUnavailable(f"SQLite session store {self.path!r}: {e}") from e
+        if conn is not None:
+            self._pool.put(conn)
+
+    @contextlib.contextmanager
+    def _write(self) -> t.Iterator[sqlite3.Connection]:
+        """A write transaction; IMMEDIATE takes the write lock before the read, so no merge is lost."""
+        with self._conn() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+
+    def load(self, key: str) -> Record | None:
+        with self._conn() as conn:
+            row = conn.execute(_LOAD, (key,)).fetchone()
+        return None if row is None else _record(row)
+
+    def create(self, key: str, record: Record) -> None:
+        with self._conn() as conn:
+            conn.execute(
+                f"INSERT INTO satchel_sessions (key, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    key,
+                    serialization.pack(record.data),
+                    record.created_at,
+                    record.last_seen,
+                    record.expires_at,
+                    record.permanent,
+                    record.user,
+                    None if record.client is None else serialization.pack(record.client),
+                ),
+            )
+
+    def apply(self, key: str, change: Change) -> int | None:
+        with self._write() as conn:
+            row = conn.execute("SELECT data FROM satchel_sessions WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                return None
+            data = serialization.unpack_map(row[0])
+            for name in change.removed:
+                data.pop(name, None)
+            data.update(change.set)
+            if not data:
+                conn.execute("DELETE FROM satchel_sessions WHERE key = ?", (key,))
+                return 0
+            conn.execute(
+                "UPDATE satchel_sessions SET data = ?, last_seen = ?, expires_at = ?, permanent = ?,"
+                " user = CASE WHEN ? THEN ? ELSE user END, client = COALESCE(?, client) WHERE key = ?",
+                (
+                    serialization.pack(data),
+                    change.last_seen,
+                    change.expires_at,
+                    change.permanent,
+                    change.user_changed,
+                    change.user,
+                    None if change.client is None else serialization.pack(change.client),
+                    key,
+                ),
+            )
+            return len(data)
+
+    def touch(self, key: str, last_seen: float, expires_at: float) -> bool:
+        with self._conn() as conn:
+            cursor = conn.execute(
+                "UPDATE satchel_sessions SET last_seen = ?, expires_at = ? WHERE key = ?",
+                (last_seen, expires_at, key),
+            )
+        return cursor.rowcount > 0
+
+    def delete(self, key: str) -> bool:
+        with self._conn() as conn:
+            cursor = conn.execute("DELETE FROM satchel_sessions WHERE key = ?", (key,))
+        return cursor.rowcount > 0
+
+    def sessions(self, now: float, user: str | None = None) -> list[tuple[str, Record]]:
+        query = f"SELECT key, NULL, {_COLUMNS.partition(', ')[2]} FROM satchel_sessions WHERE expires_at > ?"
+        params: tuple[t.Any, ...] = (now,)
+        if user is not None:
+            query += " AND user = ?"
+            params += (user,)
+        with self._conn() as conn:
+            rows = conn.execute(query, params).fetchall()
+        return [(row[0], _record(row[1:], with_data=False)) for row in rows]
+
+    def cleanup(self, now: float) -> int:
+        # Bounded batches keep each write lock short, so requests are not held up.
+        total = 0
+        while True:
+            with self._write() as conn:
+                deleted = conn.execute(
+                    "DELETE FROM satchel_sessions WHERE key IN"
+                    " (SELECT key FROM satchel_sessions WHERE expires_at <= ? LIMIT ?)",
+                    (now, _CLEANUP_BATCH),
+                ).rowcount
+            total += deleted
+            if deleted < _CLEANUP_BATCH:
+                return total
+
+    def count(self, now: float) -> int:
+        with self._conn() as conn:
+            return int(conn.execute("SELECT count(*) FROM satchel_sessions WHERE expires_at > ?", (now,)).fetchone()[0])
+
+    def close(self) -> None:
+        while True:
+            try:
+                self._pool.get_nowait().close()
+            except queue.Empty:
+                return
