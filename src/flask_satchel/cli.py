@@ -108,3 +108,15 @@ def revoke_command(handle: str) -> None:
 def revoke_user_command(user: str, keep: str | None) -> None:
     """End every session of USER."""
     click.echo(f"Revoked {_manager().revoke_user(user, keep=keep)} sessions of {user}.")
+
+
+@session_cli.command("create-table")
+@_friendly
+def create_table_command() -> None:
+    """Create the session table (sqlalchemy store) if it is missing."""
+    store = _manager().store
+    create_table = getattr(store, "create_table", None)
+    if create_table is None:
+        raise click.ClickException(f"{type(store).__name__} has no table to create; only the sqlalchemy store does.")
+    create_table()
+    click.echo("The session table is ready.")

@@ -43,7 +43,8 @@ class Session:
             raise ConfigError("SESSION_TYPE", "the encrypted cookie store is not available in this release")
         if settings.locking:
             raise ConfigError("SESSION_LOCKING", "per-session locking is not available in this release")
-        store = open_store(settings)
+        with app.app_context():  # a Flask-SQLAlchemy ``db`` needs one to hand out its engine
+            store = open_store(settings)
         interface = SatchelSessionInterface(settings, store)
         manager = SessionManager(settings, store, interface)
         app.session_interface = interface
