@@ -15,7 +15,7 @@ from flask_satchel.testing import AppContract, StoreContract
 class TestMemoryStore(StoreContract):
     @pytest.fixture
     def store(self) -> t.Iterator[MemoryStore]:
-        yield MemoryStore()
+        return MemoryStore()
 
 
 class TestSQLiteStore(StoreContract):
@@ -29,7 +29,7 @@ class TestSQLiteStore(StoreContract):
 class TestFileSystemStore(StoreContract):
     @pytest.fixture
     def store(self, tmp_path: t.Any) -> t.Iterator[FileSystemStore]:
-        yield FileSystemStore(str(tmp_path / "sessions"))
+        return FileSystemStore(str(tmp_path / "sessions"))
 
 
 class TestMemoryApp(AppContract):

@@ -17,7 +17,7 @@ import typing as t
 
 from itsdangerous import BadSignature, Signer
 
-__all__ = ["key_of", "new_sid", "sid_pattern", "SidSigner"]
+__all__ = ["SidSigner", "key_of", "new_sid", "sid_pattern"]
 
 
 def new_sid(nbytes: int) -> str:

@@ -21,7 +21,7 @@ import uuid
 import msgspec
 from markupsafe import Markup
 
-__all__ = ["decode", "decode_value", "encode", "encode_value", "SerializationError"]
+__all__ = ["SerializationError", "decode", "decode_value", "encode", "encode_value"]
 
 # Extension codes: stable on disk, never renumber.
 _TUPLE = 1
@@ -36,6 +36,7 @@ _encoder = msgspec.msgpack.Encoder()
 _encode = _encoder.encode
 _Ext = msgspec.msgpack.Ext
 _PLAIN = frozenset({str, int, float, bool, type(None), bytes})
+_BASES: tuple[type[t.Any], ...] = (bool, int, float, str, bytes, dict, list, tuple)
 
 
 class SerializationError(TypeError):
@@ -66,13 +67,11 @@ def _prepare(value: t.Any) -> t.Any:
         return _Ext(_TIME, value.isoformat().encode())
     if cls is dt.timedelta:
         return _Ext(_TIMEDELTA, _encode([value.days, value.seconds, value.microseconds]))
-    # Subclasses of the plain types (an IntEnum, a str subclass) are stored as
+    # Subclasses of the plain types (an IntEnum, an OrderedDict) are stored as
     # their base type, as JSON would store them.
-    for base in (bool, int, float, str, bytes):
+    for base in _BASES:
         if isinstance(value, base):
-            return base(value)
-    if isinstance(value, (list, tuple, dict)):
-        return _prepare(type(value).__mro__[-2](value))
+            return _prepare(base(value))
     raise SerializationError(
         f"Object of type {cls.__name__} cannot be stored in the session;"
         " store dict, list, tuple, str, int, float, bool, None, bytes,"

@@ -64,7 +64,7 @@ class ServerSession(dict[str, t.Any], SessionMixin):
     # Loading ---------------------------------------------------------------
 
     @property
-    def accessed(self) -> bool:  # type: ignore[override]
+    def accessed(self) -> bool:
         """True once the session was loaded, which is what ``Vary: Cookie`` needs."""
         return self._loaded
 
@@ -178,7 +178,8 @@ class ServerSession(dict[str, t.Any], SessionMixin):
         return dict(super().items())
 
     def __or__(self, other: t.Any) -> dict[str, t.Any]:  # type: ignore[override]
-        return self.copy() | other
+        merged: dict[str, t.Any] = self.copy() | other
+        return merged
 
     def __setitem__(self, key: str, value: t.Any) -> None:
         self._load()
@@ -220,4 +221,3 @@ class ServerSession(dict[str, t.Any], SessionMixin):
     def __ior__(self, other: SupportsKeysAndGetItem[str, t.Any]) -> t.Self:  # type: ignore[override,misc]
         self.update(other)
         return self
-

@@ -114,9 +114,7 @@ def _type_and_url(config: t.Mapping[str, t.Any]) -> tuple[str, SplitResult | Non
         scheme = url.scheme.lower()
         from_url = SCHEMES.get(scheme) or SCHEMES.get(scheme.split("+")[0])
         if from_url is None:
-            raise ConfigError(
-                "SESSION_URL", f"unknown scheme {url.scheme!r}; accepted: {', '.join(sorted(SCHEMES))}"
-            )
+            raise ConfigError("SESSION_URL", f"unknown scheme {url.scheme!r}; accepted: {', '.join(sorted(SCHEMES))}")
         if kind is not None and kind != from_url:
             raise ConfigError("SESSION_TYPE", f"{kind!r} does not match SESSION_URL, which is a {from_url!r} URL")
         kind = from_url
@@ -160,7 +158,8 @@ def load(config: t.Mapping[str, t.Any], instance_path: str, secret_key: t.Any) -
     use_signer = _flag(config, "SESSION_USE_SIGNER", False)
     if (use_signer or kind == "cookie") and not secret_key:
         raise ConfigError(
-            "SECRET_KEY", "is needed to sign session ids (SESSION_USE_SIGNER) and by the cookie store; set app.secret_key"
+            "SECRET_KEY",
+            "is needed to sign session ids (SESSION_USE_SIGNER) and by the cookie store; set app.secret_key",
         )
 
     # Flask's own key is read per request, but a value that can never work is
@@ -219,11 +218,15 @@ def load(config: t.Mapping[str, t.Any], instance_path: str, secret_key: t.Any) -
         store_timeout=_seconds(config, "SESSION_STORE_TIMEOUT", 2.0, zero=False),
         cleanup_n_requests=cleanup_n,
         sqlite_path=_local_path(
-            url if kind == "sqlite" else None, "SESSION_URL", os.path.join(instance_path, "flask_satchel.sqlite3"),
+            url if kind == "sqlite" else None,
+            "SESSION_URL",
+            os.path.join(instance_path, "flask_satchel.sqlite3"),
             instance_path,
         ),
         file_dir=_local_path(
-            url if kind == "filesystem" else None, "SESSION_URL", os.fspath(file_dir or default_file_dir),
+            url if kind == "filesystem" else None,
+            "SESSION_URL",
+            os.fspath(file_dir or default_file_dir),
             instance_path,
         ),
         file_mode=file_mode,

@@ -1,0 +1,157 @@
+"""Interface behaviour beyond the store contract: signing, cookies, the 503 path, periodic cleanup."""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import os
+import sqlite3
+import time
+import typing as t
+
+import pytest
+from flask import Flask, session
+
+from flask_satchel import Session
+
+
+def make_app(tmp_path: t.Any, **config: t.Any) -> Flask:
+    app = Flask("interface_test", instance_path=str(tmp_path))
+    app.config.update(SECRET_KEY="one", **config)
+    Session(app)
+
+    @app.get("/set/<value>")
+    def set_value(value: str) -> str:
+        session["v"] = value
+        return "ok"
+
+    @app.get("/get")
+    def get_value() -> str:
+        return repr(session.get("v"))
+
+    return app
+
+
+def test_signed_ids_and_key_rotation(tmp_path: t.Any) -> None:
+    """With SESSION_USE_SIGNER the cookie is signed; a fallback key still verifies, an unsigned id does not."""
+    app = make_app(tmp_path, SESSION_TYPE="memory", SESSION_USE_SIGNER=True)
+    client = app.test_client()
+    client.get("/set/x")
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    sid, _, signature = cookie.value.rpartition(".")
+    assert len(sid) == 43
+    assert signature
+    app.secret_key = "two"
+    app.config["SECRET_KEY_FALLBACKS"] = ["one"]
+    assert client.get("/get").text == "'x'"
+    app.config["SECRET_KEY_FALLBACKS"] = []
+    assert client.get("/get").text == "None"
+    client.set_cookie("session", sid)
+    assert client.get("/get").text == "None"
+
+
+def test_cookie_attributes_follow_flask_config_per_request(tmp_path: t.Any) -> None:
+    """Cookie name and attributes are Flask's keys, read on each request; SameSite defaults to Lax."""
+    app = make_app(tmp_path, SESSION_TYPE="memory")
+    client = app.test_client()
+    assert "SameSite=Lax" in client.get("/set/a").headers["Set-Cookie"]
+    app.config.update(
+        SESSION_COOKIE_NAME="sid",
+        SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_SECURE=True,
+        SESSION_COOKIE_PATH="/app",
+        SESSION_COOKIE_DOMAIN="example.test",
+    )
+    header = app.test_client().get("/set/a").headers["Set-Cookie"]
+    assert header.startswith("sid=")
+    for part in ("SameSite=Strict", "Secure", "Path=/app", "Domain=example.test", "HttpOnly"):
+        assert part in header
+
+
+def test_permanent_cookie_expiry_is_capped_by_absolute_lifetime(tmp_path: t.Any) -> None:
+    """A permanent session's cookie expires at the earlier of the idle and absolute timeouts."""
+    app = make_app(tmp_path, SESSION_TYPE="memory", SESSION_PERMANENT=True, SESSION_ABSOLUTE_LIFETIME=3600)
+    app.permanent_session_lifetime = dt.timedelta(days=7)
+    response = app.test_client().get("/set/a")
+    cookie = response.headers["Set-Cookie"]
+    expires = dt.datetime.strptime(cookie.split("Expires=")[1].split(";")[0], "%a, %d %b %Y %H:%M:%S GMT")
+    assert abs(expires.replace(tzinfo=dt.timezone.utc).timestamp() - (time.time() + 3600)) < 5
+
+
+def test_locked_sqlite_store_is_503_then_recovers(tmp_path: t.Any) -> None:
+    """A store that cannot answer in SESSION_STORE_TIMEOUT is a 503 with Retry-After; service resumes after."""
+    app = make_app(tmp_path, SESSION_STORE_TIMEOUT=0.3)
+    client = app.test_client()
+    client.get("/set/before")
+    blocker = sqlite3.connect(os.path.join(str(tmp_path), "flask_satchel.sqlite3"), isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        response = client.get("/set/during")
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "1"
+        assert "session store is unavailable" in response.text
+        assert time.monotonic() - started < 2
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert client.get("/get").text == "'before'"
+    assert client.get("/set/after").status_code == 200
+    assert client.get("/get").text == "'after'"
+
+
+def test_locked_file_is_503_when_saving(tmp_path: t.Any) -> None:
+    """A session file locked past the timeout during save gives a 503, and the data is intact afterwards."""
+    app = make_app(tmp_path, SESSION_TYPE="filesystem", SESSION_STORE_TIMEOUT=0.3)
+    client = app.test_client()
+    handle = None
+
+    @app.get("/handle")
+    def get_handle() -> str:
+        return session.handle
+
+    client.get("/set/before")
+    handle = client.get("/handle").text
+    path = os.path.join(str(tmp_path), "flask_satchel_sessions", handle[:2], handle)
+    fd = os.open(path, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        response = client.get("/set/during")
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "1"
+    finally:
+        os.close(fd)
+    assert client.get("/get").text == "'before'"
+
+
+def test_periodic_cleanup(tmp_path: t.Any) -> None:
+    """SESSION_CLEANUP_N_REQUESTS runs cleanup every N saved requests."""
+    app = make_app(tmp_path, SESSION_TYPE="memory", SESSION_CLEANUP_N_REQUESTS=3)
+    app.permanent_session_lifetime = dt.timedelta(seconds=60)
+    interface = app.session_interface
+    now = [time.time()]
+    interface.now = lambda: now[0]  # type: ignore[attr-defined]
+    app.test_client().get("/set/old")
+    now[0] += 120
+    store = app.extensions["satchel"].store
+    assert len(store._records) == 1
+    client = app.test_client()
+    client.get("/set/a")
+    client.get("/get")
+    assert len(store._records) == 1  # the new one; the expired one went on the 3rd save
+    assert client.get("/get").text == "'a'"
+
+
+def test_serialization_error_names_the_type(tmp_path: t.Any) -> None:
+    """Storing a value that would need pickle fails like Flask's serializer does, naming the type."""
+    app = make_app(tmp_path, SESSION_TYPE="memory")
+    app.config["PROPAGATE_EXCEPTIONS"] = True
+
+    @app.get("/bad")
+    def bad() -> str:
+        session["s"] = {1, 2}
+        return "ok"
+
+    with pytest.raises(TypeError, match="type set cannot be stored"):
+        app.test_client().get("/bad")

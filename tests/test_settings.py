@@ -1,0 +1,142 @@
+"""Configuration: Flask-Session's keys, our keys, and clear errors at startup."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import typing as t
+
+import pytest
+from flask import Flask
+
+from flask_satchel import ConfigError, Session
+from flask_satchel.settings import load
+
+
+def make_app(tmp_path: t.Any, **config: t.Any) -> Flask:
+    app = Flask("settings_test", instance_path=str(tmp_path))
+    app.config.update(config)
+    return app
+
+
+def test_defaults(tmp_path: t.Any) -> None:
+    """With nothing configured the store is SQLite in the instance folder, non-permanent, 30-day cap."""
+    settings = load({}, str(tmp_path), None)
+    assert settings.type == "sqlite"
+    assert settings.sqlite_path == os.path.join(str(tmp_path), "flask_satchel.sqlite3")
+    assert settings.permanent is False
+    assert settings.key_prefix == "session:"
+    assert settings.id_length == 32
+    assert settings.absolute_lifetime == 30 * 86400
+    assert settings.user_key == "_user_id"
+
+
+def test_flask_session_keys_are_accepted(tmp_path: t.Any) -> None:
+    """Flask-Session's names keep their meaning."""
+    settings = load(
+        {
+            "SESSION_TYPE": "filesystem",
+            "SESSION_FILE_DIR": str(tmp_path / "f"),
+            "SESSION_PERMANENT": True,
+            "SESSION_KEY_PREFIX": "app1:",
+            "SESSION_ID_LENGTH": 48,
+            "SESSION_USE_SIGNER": True,
+            "SESSION_CLEANUP_N_REQUESTS": 100,
+        },
+        str(tmp_path),
+        "secret",
+    )
+    assert (settings.type, settings.file_dir, settings.permanent) == ("filesystem", str(tmp_path / "f"), True)
+    assert (settings.key_prefix, settings.id_length, settings.use_signer) == ("app1:", 48, True)
+    assert settings.cleanup_n_requests == 100
+
+
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("sqlite:///sessions.db", "sqlite"),
+        ("sqlite:////tmp/abs.db", "sqlite"),
+        ("file:///tmp/sessions", "filesystem"),
+        ("redis://127.0.0.1:6379/0", "redis"),
+        ("rediss://127.0.0.1:6380/1", "redis"),
+        ("redis+sentinel://127.0.0.1:26379/mymaster", "redis"),
+        ("redis+cluster://127.0.0.1:7000", "redis"),
+        ("memcached://127.0.0.1:11211", "memcached"),
+        ("postgresql://postgres@127.0.0.1/test", "sqlalchemy"),
+        ("postgresql+psycopg://postgres@127.0.0.1/test", "sqlalchemy"),
+        ("mysql+pymysql://root@127.0.0.1/test", "sqlalchemy"),
+        ("memory://", "memory"),
+        ("cookie://", "cookie"),
+    ],
+)
+def test_url_picks_the_store(url: str, kind: str, tmp_path: t.Any) -> None:
+    """SESSION_URL alone selects the store type."""
+    assert load({"SESSION_URL": url}, str(tmp_path), "k").type == kind
+
+
+def test_sqlite_paths(tmp_path: t.Any) -> None:
+    """sqlite:///rel is relative to the instance folder, sqlite:////abs is absolute."""
+    assert load({"SESSION_URL": "sqlite:///s.db"}, str(tmp_path), None).sqlite_path == str(tmp_path / "s.db")
+    assert load({"SESSION_URL": "sqlite:////tmp/x.db"}, str(tmp_path), None).sqlite_path == "/tmp/x.db"
+
+
+@pytest.mark.parametrize(
+    ("config", "key", "words"),
+    [
+        ({"SESSION_TYPE": "mongo"}, "SESSION_TYPE", "accepted: sqlite, filesystem"),
+        ({"SESSION_TYPE": "cachelib"}, "SESSION_TYPE", "not supported"),
+        ({"SESSION_URL": "ftp://x"}, "SESSION_URL", "unknown scheme 'ftp'"),
+        ({"SESSION_URL": "redis://h:notaport"}, "SESSION_URL", "cannot parse"),
+        ({"SESSION_URL": "nonsense"}, "SESSION_URL", "expected a URL"),
+        ({"SESSION_URL": "redis://h", "SESSION_TYPE": "sqlite"}, "SESSION_TYPE", "does not match"),
+        ({"SESSION_URL": "sqlite:///:memory:"}, "SESSION_URL", "memory://"),
+        ({"PERMANENT_SESSION_LIFETIME": -5}, "PERMANENT_SESSION_LIFETIME", "more than zero"),
+        ({"PERMANENT_SESSION_LIFETIME": "long"}, "PERMANENT_SESSION_LIFETIME", "timedelta"),
+        ({"SESSION_ABSOLUTE_LIFETIME": dt.timedelta(seconds=-1)}, "SESSION_ABSOLUTE_LIFETIME", "more than zero"),
+        ({"SESSION_REFRESH_INTERVAL": -1}, "SESSION_REFRESH_INTERVAL", "zero or more"),
+        ({"SESSION_STORE_TIMEOUT": 0}, "SESSION_STORE_TIMEOUT", "more than zero"),
+        ({"SESSION_ID_LENGTH": 16}, "SESSION_ID_LENGTH", "at least 32 bytes"),
+        ({"SESSION_PERMANENT": "yes"}, "SESSION_PERMANENT", "True or False"),
+        ({"SESSION_KEY_PREFIX": 5}, "SESSION_KEY_PREFIX", "string"),
+        ({"SESSION_USER_KEY": ""}, "SESSION_USER_KEY", "non-empty"),
+        ({"SESSION_CLEANUP_N_REQUESTS": 0}, "SESSION_CLEANUP_N_REQUESTS", "positive"),
+        ({"SESSION_FILE_MODE": 0o7777}, "SESSION_FILE_MODE", "permission bits"),
+        ({"SESSION_SERIALIZATION_FORMAT": "json"}, "SESSION_SERIALIZATION_FORMAT", "msgpack"),
+        ({"SESSION_USE_SIGNER": True}, "SECRET_KEY", "SESSION_USE_SIGNER"),
+    ],
+)
+def test_bad_config_raises_naming_the_key(config: dict[str, t.Any], key: str, words: str, tmp_path: t.Any) -> None:
+    """A value that cannot work is a ConfigError at init_app that names the key and what is accepted."""
+    app = make_app(tmp_path, **config)
+    with pytest.raises(ConfigError) as info:
+        Session(app)
+    assert info.value.key == key
+    assert str(info.value).startswith(f"{key}: ")
+    assert words in str(info.value)
+
+
+def test_file_threshold_warns(tmp_path: t.Any) -> None:
+    """SESSION_FILE_THRESHOLD is ignored with a warning: live sessions are never evicted."""
+    app = make_app(tmp_path, SESSION_TYPE="filesystem", SESSION_FILE_THRESHOLD=500)
+    with pytest.warns(UserWarning, match="never evicts a live session"):
+        Session(app)
+
+
+def test_own_keys_are_read_once(tmp_path: t.Any) -> None:
+    """Changing a Flask-Satchel key after init_app has no effect; the settings are frozen."""
+    app = make_app(tmp_path, SESSION_KEY_PREFIX="first:")
+    manager = Session().init_app(app)
+    app.config["SESSION_KEY_PREFIX"] = "second:"
+    assert manager.settings.key_prefix == "first:"
+    with pytest.raises(AttributeError):
+        manager.settings.key_prefix = "x"  # type: ignore[misc]
+
+
+def test_init_app_installs_everything(tmp_path: t.Any) -> None:
+    """init_app sets the session interface, the manager and the CLI group, and keeps nothing on the extension."""
+    ext = Session()
+    app = make_app(tmp_path)
+    ext.init_app(app)
+    assert app.extensions["satchel"].interface is app.session_interface
+    assert "session" in app.cli.commands
+    assert vars(ext) == {}
