@@ -155,3 +155,42 @@ def test_serialization_error_names_the_type(tmp_path: t.Any) -> None:
 
     with pytest.raises(TypeError, match="type set cannot be stored"):
         app.test_client().get("/bad")
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda s: s["cart"].append("x"),
+        lambda s: s.get("cart").append("x"),
+        lambda s: s.setdefault("cart", []).append("x"),
+        lambda s: next(v for k, v in s.items() if k == "cart").append("x"),
+        lambda s: next(iter(s.values())).append("x"),
+        lambda s: dict(s)["cart"].append("x"),
+        lambda s: s["box"][0].append("x"),
+    ],
+    ids=["getitem", "get", "setdefault", "items", "values", "dict", "list-in-tuple"],
+)
+def test_in_place_changes_are_found_through_every_accessor(tmp_path: t.Any, mutate: t.Any) -> None:
+    """A nested value changed in place is saved whichever way the view reached it."""
+    app = make_app(tmp_path, SESSION_TYPE="memory")
+
+    @app.get("/init")
+    def init() -> str:
+        session["cart"] = []
+        session["box"] = ([],)
+        return "ok"
+
+    @app.get("/mutate")
+    def mutate_view() -> str:
+        mutate(session)
+        return "ok"
+
+    @app.get("/show")
+    def show() -> str:
+        return repr((session["cart"], session["box"]))
+
+    client = app.test_client()
+    client.get("/init")
+    client.get("/mutate")
+    cart, box = eval(client.get("/show").text)
+    assert cart == ["x"] or box == (["x"],)

@@ -189,17 +189,17 @@ class SatchelSessionInterface(SessionInterface):
         if not dict.__len__(session):
             if session._stored:
                 # Only this request's deletions: keys other requests added survive.
-                remaining = store.apply(ids.key_of(session.sid), self._change(app, session, {}, now))
+                remaining = store.apply(ids.key_of(session.sid), self._change(app, session, now))
                 if remaining:
                     return
             if session._had_cookie:
                 self._delete_cookie(app, response)
             return
 
-        encoded = serialization.encode(session)
         if not session._stored:
             record = session._record
             created = record.created_at if record is not None else now
+            encoded = serialization.encode(session)
             record = Record(
                 data=encoded,
                 created_at=created,
@@ -218,7 +218,7 @@ class SatchelSessionInterface(SessionInterface):
         assert record is not None
         key = ids.key_of(session.sid)
         refresh = self._refresh_due(app, record, now)
-        change = self._change(app, session, encoded, now if refresh else None)
+        change = self._change(app, session, now if refresh else None)
         if change.set or change.removed or session._permanent_changed:
             remaining = store.apply(key, change)
             if not remaining:  # gone (revoked, destroyed elsewhere) or emptied
@@ -232,13 +232,22 @@ class SatchelSessionInterface(SessionInterface):
             elif session._permanent:
                 self._set_cookie(app, response, session.sid, expires)
 
-    def _change(self, app: Flask, session: ServerSession, encoded: dict[str, bytes], now: float | None) -> Change:
-        """The delta between what was loaded and ``encoded``; ``now`` set means refresh the expiry."""
+    def _change(self, app: Flask, session: ServerSession, now: float | None) -> Change:
+        """What the request changed, by comparing encoded bytes; ``now`` set means refresh the expiry."""
         original = session._original
         record = session._record
         assert record is not None
-        changed = {k: v for k, v in encoded.items() if original.get(k) != v}
-        removed = [k for k in original if k not in encoded]
+        touched = session._touched
+        candidates: t.Iterable[str] = original.keys() | dict.keys(session) if touched is None else touched
+        changed: dict[str, bytes] = {}
+        removed: list[str] = []
+        for key in candidates:
+            if dict.__contains__(session, key):
+                value = serialization.encode_value(dict.__getitem__(session, key))
+                if original.get(key) != value:
+                    changed[key] = value
+            elif key in original:
+                removed.append(key)
         user_key = self.settings.user_key
         return Change(
             set=changed,

@@ -7,17 +7,22 @@ the session starts empty and unloaded, and the first dict operation loads it.
 ``save_session`` skips a session that was never loaded: no store I/O, no
 ``Set-Cookie``, no ``Vary: Cookie``.
 
-The session does not track which keys were written. At the end of the
-request the interface encodes every value and compares it with the bytes it
-loaded; that finds in-place changes to nested lists and dicts too, without
-``session.modified = True``.
+What changed is found by value, not by trusting ``session.modified``: at the
+end of the request the interface encodes each value that *may* have changed
+and compares it with the bytes it loaded, which catches in-place changes to
+nested lists and dicts too. A value may have changed if it was written, or if
+a mutable value (a list, a dict) was handed to the view; a view that only
+reads strings and numbers costs no encoding at all.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import typing as t
+import uuid
 
 from flask.sessions import SessionMixin
+from markupsafe import Markup
 
 if t.TYPE_CHECKING:
     from _typeshed import SupportsKeysAndGetItem
@@ -27,6 +32,9 @@ if t.TYPE_CHECKING:
     from .stores.base import Record
 
 _MISSING: t.Any = object()
+
+#: Values a view cannot change in place: handing them out marks nothing.
+_IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes, Markup, uuid.UUID, dt.datetime, dt.date, dt.time})
 
 
 class ServerSession(dict[str, t.Any], SessionMixin):
@@ -52,6 +60,8 @@ class ServerSession(dict[str, t.Any], SessionMixin):
         self._record: Record | None = None
         #: Encoded values as loaded: the baseline the end-of-request diff uses.
         self._original: dict[str, bytes] = {}
+        #: Keys whose values may differ from ``_original``; None means any key.
+        self._touched: set[str] | None = set()
         #: A record exists in the store under the current sid.
         self._stored = False
         #: The request came with a session cookie, valid or not.
@@ -127,13 +137,26 @@ class ServerSession(dict[str, t.Any], SessionMixin):
 
     # The dict interface, loading first ------------------------------------
 
+    def _hand_out(self, key: str, value: t.Any) -> t.Any:
+        if type(value) not in _IMMUTABLE and self._touched is not None:
+            self._touched.add(key)
+        return value
+
+    def _touch(self, key: str | None = None) -> None:
+        """Note a write: to ``key``, or to anything when ``key`` is None."""
+        self.modified = True
+        if key is None:
+            self._touched = None
+        elif self._touched is not None:
+            self._touched.add(key)
+
     def __getitem__(self, key: str) -> t.Any:
         self._load()
-        return super().__getitem__(key)
+        return self._hand_out(key, super().__getitem__(key))
 
     def get(self, key: str, default: t.Any = None) -> t.Any:
         self._load()
-        return super().get(key, default)
+        return self._hand_out(key, super().get(key, default))
 
     def __contains__(self, key: object) -> bool:
         self._load()
@@ -167,14 +190,17 @@ class ServerSession(dict[str, t.Any], SessionMixin):
 
     def values(self) -> t.ValuesView[t.Any]:  # type: ignore[override]
         self._load()
+        self._touched = None
         return super().values()
 
     def items(self) -> t.ItemsView[str, t.Any]:  # type: ignore[override]
         self._load()
+        self._touched = None
         return super().items()
 
     def copy(self) -> dict[str, t.Any]:
         self._load()
+        self._touched = None
         return dict(super().items())
 
     def __or__(self, other: t.Any) -> dict[str, t.Any]:  # type: ignore[override]
@@ -183,39 +209,39 @@ class ServerSession(dict[str, t.Any], SessionMixin):
 
     def __setitem__(self, key: str, value: t.Any) -> None:
         self._load()
-        self.modified = True
+        self._touch(key)
         super().__setitem__(key, value)
 
     def __delitem__(self, key: str) -> None:
         self._load()
-        self.modified = True
+        self._touch(key)
         super().__delitem__(key)
 
     def setdefault(self, key: str, default: t.Any = None) -> t.Any:
         self._load()
         if not super().__contains__(key):
-            self.modified = True
-        return super().setdefault(key, default)
+            self._touch(key)
+        return self._hand_out(key, super().setdefault(key, default))
 
     def pop(self, key: str, default: t.Any = _MISSING) -> t.Any:
         self._load()
         if super().__contains__(key):
-            self.modified = True
+            self._touch(key)
         return super().pop(key) if default is _MISSING else super().pop(key, default)
 
     def popitem(self) -> tuple[str, t.Any]:
         self._load()
-        self.modified = True
+        self._touch()
         return super().popitem()
 
     def clear(self) -> None:
         self._load()
-        self.modified = True
+        self._touch()
         super().clear()
 
     def update(self, *args: t.Any, **kwargs: t.Any) -> None:
         self._load()
-        self.modified = True
+        self._touch()
         super().update(*args, **kwargs)
 
     def __ior__(self, other: SupportsKeysAndGetItem[str, t.Any]) -> t.Self:  # type: ignore[override,misc]
