@@ -1,0 +1,443 @@
+"""Sessions in memcached, with pymemcache.
+
+One value per session under ``prefix + key``: the msgpack-encoded record.
+Memcached has no scripts and no locks, so a change is a compare-and-set
+loop: ``gets`` the record with its CAS token, merge the delta in Python,
+``cas`` it back, and start again when another request wrote in between.
+A record that is gone stays gone: ``cas`` on a missing key stores nothing.
+Deleting is a ``cas`` too, with an expiry in the past, so a request that
+empties the record cannot drop keys another request has just added.
+
+Why things are the way they are:
+
+- Expiry. Memcached reads an expiry of more than 30 days as an absolute Unix
+  time, so a relative TTL of 31 days would be a date in January 1970 and the
+  record would die at once. Expiries up to 30 days are sent as a TTL, longer
+  ones as the record's ``expires_at`` timestamp.
+- ``touch`` rewrites the record with compare-and-set. Memcached's own
+  ``touch`` command would move the server's TTL but leave ``last_seen`` and
+  ``expires_at`` in the record stale, and the interface, which checks expiry
+  on read, would end the session at the old time anyway. A refresh only
+  happens once per refresh interval, so the extra round trip is rare.
+- Errors surface. A server that is down or does not answer within the
+  timeout is ``StoreUnavailable`` (HTTP 503), never "no session": reading it
+  as "no session" would log the user out and, worse, hand out a new session
+  while the old one lives on. So clients with ``ignore_exc`` are refused, and
+  with several servers the store picks the server itself, with the
+  HashClient's own hashing, and calls that server's client directly:
+  HashClient's failover would answer "no session" while a server is marked
+  failing, and would send the session to another server, from which a revoked
+  session could come back when the first server returns.
+- Writes wait for memcached's answer (``noreply=False``): pymemcache's
+  default sends writes without waiting, so a failed write would vanish.
+- Clients this store creates set ``TCP_NODELAY``, or every write waits
+  ~40 ms for Nagle's algorithm, and time out after ``SESSION_STORE_TIMEOUT``.
+- A user's sessions are listed from a per-user record
+  (``prefix + "user:" + hash``) holding their keys, kept with compare-and-set
+  like the sessions. Memcached cannot list its keys, so listing everyone's
+  sessions and counting them raise ``NotSupported``; ``cleanup()`` has
+  nothing to do, because memcached drops expired records by itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import random
+import threading
+import time
+import typing as t
+import warnings
+from urllib.parse import urlsplit
+
+import msgspec
+from pymemcache.client.base import Client, PooledClient
+from pymemcache.client.hash import HashClient
+from pymemcache.exceptions import MemcacheServerError, MemcacheUnexpectedCloseError, MemcacheUnknownError
+
+from ..errors import ConfigError, NotSupported, StoreUnavailable
+from .base import Change, Record, merge
+
+if t.TYPE_CHECKING:
+    from ..settings import Settings
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(Record).decode
+_decode_index = msgspec.msgpack.Decoder(list[str]).decode
+
+#: Memcached reads a larger expiry as an absolute Unix time, not a TTL.
+_MAX_TTL = 30 * 86400
+#: An expiry in the past: memcached drops the item at once.
+_GONE = -1
+_DEFAULT_PORT = 11211
+#: The longest key memcached accepts, in bytes.
+_MAX_KEY = 250
+#: ``prefix + _USER + hash`` is the longest key this store writes.
+_USER = "user:"
+_HASH_LENGTH = 32
+
+#: Errors that mean the server closed a connection we had open, as it does
+#: when it restarts: worth one more try on a fresh connection.
+_CLOSED = (MemcacheUnexpectedCloseError, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+#: Errors that mean the server is down, unreachable or in trouble. Timeouts
+#: (``socket.timeout``) and refused connections are ``OSError``\\s.
+_DOWN = (OSError, MemcacheServerError, MemcacheUnknownError)
+
+_ACCEPTED = "a pymemcache Client, PooledClient or HashClient"
+
+
+def _exptime(expires_at: float) -> int:
+    """The expiry memcached needs for a record that dies at ``expires_at``."""
+    remaining = math.ceil(expires_at - time.time())
+    if remaining <= 0:
+        return _GONE  # 0 would mean "never expires"
+    if remaining <= _MAX_TTL:
+        return remaining
+    return math.ceil(expires_at)
+
+
+class _Server:
+    """One memcached server, and how to call it safely from several threads."""
+
+    def __init__(self, name: str, client: t.Any) -> None:
+        #: ``host:port``, for error messages.
+        self.name = name
+        self.client = client
+        # A plain Client is one socket: two threads using it at once would
+        # read each other's answers. PooledClient hands each thread its own.
+        self._lock: contextlib.AbstractContextManager[t.Any] = (
+            threading.Lock() if isinstance(client, Client) else contextlib.nullcontext()
+        )
+
+    def call(self, method: str, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        """Run one client command; every failure to reach the server is ``StoreUnavailable``."""
+        # Each pooled connection may have been closed by a server restart
+        # since it was last used; those fail at once and are dropped by the
+        # pool, so trying as many times as there are idle connections reaches
+        # a fresh one. A server that is really down refuses that connection.
+        pool = getattr(self.client, "client_pool", None)
+        attempts = 2 + (len(pool.free) if pool is not None else 0)
+        for attempt in range(attempts):
+            try:
+                with self._lock:
+                    return getattr(self.client, method)(*args, **kwargs)
+            except _CLOSED as e:
+                if attempt + 1 == attempts:
+                    raise StoreUnavailable(f"memcached {self.name} keeps closing the connection: {e!r}") from e
+            except _DOWN as e:
+                raise StoreUnavailable(f"memcached {self.name} is unavailable: {e!r}") from e
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _name(server: t.Any) -> str:
+    if isinstance(server, tuple):
+        return f"{server[0]}:{server[1]}"
+    return str(server)
+
+
+def _check_client(client: t.Any) -> None:
+    """Refuse clients that would hide errors or unpickle what they read."""
+    if getattr(client, "ignore_exc", False):
+        raise ConfigError(
+            "SESSION_MEMCACHED",
+            "the client has ignore_exc=True, which turns a server that is down into 'no session'"
+            " (the user is logged out and a new session is handed out); create it with ignore_exc=False",
+        )
+    serde = getattr(client, "serde", None)
+    if serde is None:
+        return
+    try:
+        stored, _ = serde.serialize(b"probe", b"\x80")
+        # A pickled None, flagged as pickled: a serde that unpickles it would
+        # also unpickle whatever anyone who can reach memcached writes there.
+        read = serde.deserialize(b"probe", b"\x80\x04N.", 1)
+    except Exception:
+        stored = read = None
+    if stored != b"\x80" or read != b"\x80\x04N.":
+        raise ConfigError(
+            "SESSION_MEMCACHED",
+            "the client's serde must hand bytes through unchanged (pymemcache's default, no serde=);"
+            " Flask-Satchel encodes sessions itself and never unpickles",
+        )
+
+
+def _servers_of(client: t.Any) -> list[_Server]:
+    """The servers behind a client handed over in ``SESSION_MEMCACHED``."""
+    if isinstance(client, HashClient):
+        _check_client(client)
+        servers = [_Server(name, node) for name, node in client.clients.items()]
+    elif isinstance(client, (Client, PooledClient)):
+        servers = [_Server(_name(client.server), client)]
+    else:
+        raise ConfigError("SESSION_MEMCACHED", f"expected {_ACCEPTED}, got {type(client).__qualname__}")
+    for server in servers:
+        _check_client(server.client)
+    return servers
+
+
+def _parse_url(url: t.Any) -> list[tuple[str, int]]:
+    """``memcached://host:port[,host:port…]`` as a list of addresses."""
+    if url.path not in ("", "/") or url.query or url.fragment or "@" in url.netloc:
+        raise ConfigError(
+            "SESSION_URL", f"expected memcached://host:port[,host:port...] and nothing else, got {url.geturl()!r}"
+        )
+    servers = []
+    for part in url.netloc.split(","):
+        try:
+            address = urlsplit(f"//{part.strip()}")
+            host, port = address.hostname, address.port or _DEFAULT_PORT
+        except ValueError:
+            host = None
+        if not host:
+            raise ConfigError("SESSION_URL", f"cannot read a host:port from {part!r} in {url.geturl()!r}")
+        servers.append((host, port))
+    return servers
+
+
+def _connect(servers: list[tuple[str, int]], timeout: float) -> t.Any:
+    """A thread-safe client for ``servers``: pooled connections, no Nagle, timeouts."""
+    options: dict[str, t.Any] = {
+        "connect_timeout": timeout,
+        "timeout": timeout,
+        "no_delay": True,
+        "default_noreply": False,
+    }
+    if len(servers) == 1:
+        return PooledClient(servers[0], **options)
+    # The store routes keys itself and never uses HashClient's failover (see
+    # the module docstring); these settings keep that true for anyone who
+    # calls the client directly too: errors raise, no server is ever dropped.
+    return HashClient(servers, use_pooling=True, ignore_exc=False, retry_attempts=2**62, retry_timeout=-1, **options)
+
+
+def _check_prefix(prefix: str) -> None:
+    longest = len(prefix.encode()) + len(_USER) + _HASH_LENGTH
+    if not prefix.isascii() or any(c.isspace() or not c.isprintable() for c in prefix) or longest > _MAX_KEY:
+        raise ConfigError(
+            "SESSION_KEY_PREFIX",
+            f"memcached keys are printable ASCII without spaces, at most {_MAX_KEY} bytes;"
+            f" {prefix!r} cannot make such keys",
+        )
+
+
+class MemcachedStore:
+    """Records in one memcached server, or several with keys hashed over them."""
+
+    #: How many times a compare-and-set is tried against concurrent writers.
+    cas_attempts = 50
+
+    def __init__(
+        self,
+        client: t.Any,
+        *,
+        prefix: str = "session:",
+        index_lifetime: float = 30 * 86400.0,
+        owns_client: bool = False,
+    ) -> None:
+        self._servers = {server.name: server for server in _servers_of(client)}
+        _check_prefix(prefix)
+        self.client = client
+        self.prefix = prefix
+        #: How long a user's index outlives its last write. Every session in
+        #: it was created before then, so this is the absolute session lifetime.
+        self.index_lifetime = index_lifetime
+        #: Close the client in ``close()``: only a client this store created.
+        self.owns_client = owns_client
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MemcachedStore:
+        client = settings.client
+        if client is not None and settings.url is not None:
+            raise ConfigError("SESSION_MEMCACHED", "give either a client or a memcached:// SESSION_URL, not both")
+        if client is not None:
+            problems = []
+            for server in _servers_of(client):
+                if not getattr(server.client, "no_delay", True):
+                    problems.append("no_delay=False makes every write wait ~40 ms (Nagle's algorithm)")
+                if getattr(server.client, "timeout", 0) is None:
+                    problems.append("timeout=None lets a frozen server hang requests for ever")
+            if problems:
+                warnings.warn(f"SESSION_MEMCACHED: {'; '.join(dict.fromkeys(problems))}", RuntimeWarning, stacklevel=4)
+            return cls(client, prefix=settings.key_prefix, index_lifetime=settings.absolute_lifetime)
+        # Flask-Session's default when neither a client nor a URL is given.
+        servers = _parse_url(settings.url) if settings.url is not None else [("127.0.0.1", _DEFAULT_PORT)]
+        _check_prefix(settings.key_prefix)
+        return cls(
+            _connect(servers, settings.store_timeout),
+            prefix=settings.key_prefix,
+            index_lifetime=settings.absolute_lifetime,
+            owns_client=True,
+        )
+
+    # Keys and servers ----------------------------------------------------------
+
+    def _record_key(self, key: str) -> str:
+        return self.prefix + key
+
+    def _index_key(self, user: str) -> str:
+        return self.prefix + _USER + hashlib.sha256(user.encode()).hexdigest()[:_HASH_LENGTH]
+
+    def _server(self, full_key: str) -> _Server:
+        if len(self._servers) == 1:
+            return next(iter(self._servers.values()))
+        name = self.client.hasher.get_node(full_key)
+        if name not in self._servers:
+            raise StoreUnavailable("the memcached client has no servers left")
+        return self._servers[name]
+
+    def _retries(self, what: str) -> t.Iterator[int]:
+        """Attempts at a compare-and-set, with a short random pause after a conflict."""
+        for attempt in range(self.cas_attempts):
+            if attempt:
+                time.sleep(random.uniform(0, 0.0005 * min(attempt, 8)))
+            yield attempt
+        raise StoreUnavailable(f"{what} kept changing under {self.cas_attempts} compare-and-set attempts")
+
+    # The per-user index ----------------------------------------------------------
+
+    def _index_edit(self, user: str, add: str | None = None, remove: t.Collection[str] = ()) -> None:
+        """Add a key to, or remove keys from, a user's index."""
+        full = self._index_key(user)
+        server = self._server(full)
+        for _ in self._retries(f"the session index of {user!r}"):
+            value, cas = server.call("gets", full)
+            if value is None:
+                if add is None or server.call(
+                    "add", full, _encode([add]), expire=_exptime(time.time() + self.index_lifetime), noreply=False
+                ):
+                    return
+                continue  # another request created it first
+            try:
+                handles = set(_decode_index(value))
+            except msgspec.DecodeError:
+                handles = set()  # unreadable: rebuilt from what this call knows
+            updated = handles.difference(remove)
+            if add is not None:
+                updated.add(add)
+            if updated == handles:
+                return
+            expire = _exptime(time.time() + self.index_lifetime) if updated else _GONE
+            stored = server.call("cas", full, _encode(sorted(updated)), cas, expire=expire, noreply=False)
+            if stored or (stored is None and add is None):
+                return  # stored, or expired meanwhile with nothing to add
+
+    # The Store protocol ------------------------------------------------------------
+
+    def load(self, key: str) -> Record | None:
+        full = self._record_key(key)
+        value = self._server(full).call("get", full)
+        return None if value is None else _decode(value)
+
+    def create(self, key: str, record: Record) -> None:
+        full = self._record_key(key)
+        if not self._server(full).call("set", full, _encode(record), expire=_exptime(record.expires_at), noreply=False):
+            raise StoreUnavailable(f"memcached did not store session {key}")
+        # After the record, so a listing never prunes the key of a record
+        # about to be written. If this fails the request is a 503 and the
+        # browser never learns the session id.
+        if record.user is not None:
+            self._index_edit(record.user, add=key)
+
+    def _update(self, key: str, edit: t.Callable[[Record], Record]) -> tuple[Record, Record] | None:
+        """Compare-and-set ``edit(record)`` in place; the old and new record, or None when gone."""
+        full = self._record_key(key)
+        server = self._server(full)
+        for _ in self._retries(f"session {key}"):
+            value, cas = server.call("gets", full)
+            if value is None:
+                return None
+            old = _decode(value)
+            new = edit(old)
+            expire = _exptime(new.expires_at) if new.data else _GONE
+            stored = server.call("cas", full, _encode(new), cas, expire=expire, noreply=False)
+            if stored is None:
+                return None  # deleted between our gets and cas
+            if stored:
+                return old, new
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def apply(self, key: str, change: Change) -> int | None:
+        if change.user_changed and change.user is not None:
+            # Before the record: a listing prunes keys whose record is gone,
+            # never keys whose record names another user, so this entry is safe.
+            self._index_edit(change.user, add=key)
+        result = self._update(key, lambda record: merge(record, change))
+        if result is None:
+            return None
+        old, new = result
+        if old.user is not None and (old.user != new.user or not new.data):
+            self._index_edit(old.user, remove=[key])
+        return len(new.data)
+
+    def touch(self, key: str, last_seen: float, expires_at: float) -> bool:
+        result = self._update(
+            key, lambda record: msgspec.structs.replace(record, last_seen=last_seen, expires_at=expires_at)
+        )
+        return result is not None
+
+    def delete(self, key: str) -> bool:
+        full = self._record_key(key)
+        server = self._server(full)
+        value = server.call("get", full)
+        if value is None:
+            return False
+        if not server.call("delete", full, noreply=False):
+            return False
+        with contextlib.suppress(msgspec.DecodeError):
+            user = _decode(value).user
+            if user is not None:
+                self._index_edit(user, remove=[key])
+        return True
+
+    def sessions(self, now: float, user: str | None = None) -> list[tuple[str, Record]]:
+        if user is None:
+            raise NotSupported(
+                "memcached cannot list its keys, so the memcached store cannot list every session;"
+                " list one user's sessions with sessions_of(user)"
+            )
+        full = self._index_key(user)
+        value = self._server(full).call("get", full)
+        if value is None:
+            return []
+        try:
+            keys = _decode_index(value)
+        except msgspec.DecodeError:
+            return []
+        by_server: dict[str, list[str]] = {}
+        for key in keys:
+            record_key = self._record_key(key)
+            by_server.setdefault(self._server(record_key).name, []).append(record_key)
+        values: dict[str, bytes] = {}
+        for name, record_keys in by_server.items():
+            values.update(self._servers[name].call("get_many", record_keys))
+        found, gone = [], []
+        for key in keys:
+            raw = values.get(self._record_key(key))
+            if raw is None:
+                gone.append(key)
+                continue
+            try:
+                record = _decode(raw)
+            except msgspec.DecodeError:
+                continue
+            # A record naming another user is left in the index: it may be
+            # a change in flight that is about to name this user (see apply).
+            if record.user == user and record.expires_at > now:
+                found.append((key, msgspec.structs.replace(record, data={})))
+        if gone:
+            self._index_edit(user, remove=gone)
+        return found
+
+    def cleanup(self, now: float) -> int:
+        return 0  # memcached drops expired records by itself
+
+    def count(self, now: float) -> int:
+        raise NotSupported(
+            "memcached cannot list its keys, so the memcached store cannot count sessions;"
+            " count them in your app if you need the number"
+        )
+
+    def close(self) -> None:
+        if self.owns_client:
+            self.client.close()
