@@ -1,0 +1,174 @@
+"""The classic Flask login demo, on Flask-Satchel's server-side sessions.
+
+Run it with ``make demo`` or ``flask --app examples/demo/app.py run``. It
+keeps sessions in SQLite under ``examples/demo/instance/`` (the default
+store), and shows the four things a login needs to get right:
+
+- log in: put the user in the session, then ``session.regenerate()`` so an
+  id planted before the login (session fixation) is worthless;
+- log out: ``session.destroy()``, which removes the record on the server,
+  not only the cookie in this browser;
+- "your sessions": list the user's other devices and end any of them;
+- every POST carries a per-session CSRF token, so another site cannot make
+  the browser log in, log out or change the cart.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import os
+import secrets
+import typing as t
+
+from flask import Flask, abort, flash, redirect, render_template, request, session, url_for
+from flask.typing import ResponseReturnValue
+from werkzeug.wrappers import Response
+
+from flask_satchel import Session
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+#: Used when the environment sets no SECRET_KEY. It is public (it is in this
+#: file), so it is only good for trying the demo on your own machine.
+DEV_SECRET_KEY = "dev-only-not-secret-set-SECRET_KEY-in-production"
+
+#: The session key that names the user; Flask-Satchel indexes sessions by it.
+USER_KEY = "username"
+#: The session key that holds this session's CSRF token.
+CSRF_KEY = "_csrf"
+#: Keep the cart and the names small: the demo is public-facing by nature.
+MAX_NAME = 40
+MAX_CART = 20
+
+
+def csrf_token() -> str:
+    """This session's CSRF token, created the first time a form needs one.
+
+    The token lives in the server-side session, so it never leaves the
+    server except inside our own pages; a forged form from another site
+    cannot know it.
+    """
+    token = session.get(CSRF_KEY)
+    if not isinstance(token, str):
+        token = session[CSRF_KEY] = secrets.token_urlsafe(32)
+    return token
+
+
+def check_csrf() -> None:
+    """Refuse any POST whose form does not carry this session's token."""
+    if request.method != "POST":
+        return
+    expected = session.get(CSRF_KEY)
+    sent = request.form.get("csrf_token", "")
+    if not isinstance(expected, str) or not hmac.compare_digest(expected.encode(), sent.encode()):
+        abort(400, description="The form expired or did not come from this site. Go back, reload and try again.")
+
+
+def when(value: dt.datetime) -> str:
+    """A timestamp the way a person reads it on the sessions page."""
+    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def create_app(config: t.Mapping[str, t.Any] | None = None) -> Flask:
+    """Build the demo app; ``config`` overrides the defaults (tests use it)."""
+    app = Flask(__name__, root_path=HERE, instance_path=os.path.join(HERE, "instance"))
+    app.config.update(
+        SECRET_KEY=os.environ.get("SECRET_KEY") or DEV_SECRET_KEY,
+        SESSION_USER_KEY=USER_KEY,
+        SESSION_TRACK_CLIENT=True,
+    )
+    app.config.update(config or {})
+    if app.config["SECRET_KEY"] == DEV_SECRET_KEY and not app.testing:
+        app.logger.warning("Using the demo's built-in development SECRET_KEY; set SECRET_KEY for anything real.")
+    Session(app)
+    app.before_request(check_csrf)
+    app.jinja_env.globals["csrf_token"] = csrf_token
+    app.jinja_env.filters["when"] = when
+
+    @app.get("/")
+    def index() -> str:
+        return render_template("index.html", user=session.get(USER_KEY), cart=session.get("cart", []))
+
+    @app.route("/login", methods=["GET", "POST"])
+    def login() -> ResponseReturnValue:
+        if request.method == "POST":
+            name = request.form.get("username", "").strip()
+            if not name or len(name) > MAX_NAME:
+                flash(f"Please enter a name of 1 to {MAX_NAME} characters.", "error")
+                return render_template("login.html"), 400
+            session[USER_KEY] = name
+            # A new id for the logged-in session: whoever knew the old one
+            # (it may have been planted on this browser) knows nothing now.
+            session.regenerate()
+            flash(f"Welcome, {name}.")
+            return redirect(url_for("index"))
+        return render_template("login.html")
+
+    @app.post("/logout")
+    def logout() -> Response:
+        # destroy() deletes the record on the server: a copy of the cookie
+        # taken from this browser stops working too.
+        session.destroy()
+        return redirect(url_for("index"))
+
+    @app.get("/cart")
+    def cart() -> str:
+        return render_template("cart.html", cart=session.get("cart", []))
+
+    @app.post("/cart/add")
+    def cart_add() -> Response:
+        item = request.form.get("item", "").strip()[:MAX_NAME]
+        items = session.setdefault("cart", [])
+        if item and len(items) < MAX_CART:
+            items.append(item)  # a change inside the list is saved without session.modified
+        elif item:
+            flash(f"The cart holds at most {MAX_CART} items.", "error")
+        return redirect(url_for("cart"))
+
+    @app.post("/cart/remove")
+    def cart_remove() -> Response:
+        items = session.get("cart", [])
+        index = request.form.get("index", type=int)
+        if index is not None and 0 <= index < len(items):
+            del items[index]
+        return redirect(url_for("cart"))
+
+    @app.get("/sessions")
+    def sessions() -> str | Response:
+        user = session.get(USER_KEY)
+        if user is None:
+            return redirect(url_for("login"))
+        mine = app.extensions["satchel"].sessions_of(user)
+        return render_template("sessions.html", user=user, sessions=mine, current=session.handle)
+
+    @app.post("/sessions/revoke")
+    def revoke() -> Response:
+        user = session.get(USER_KEY)
+        if user is None:
+            return redirect(url_for("login"))
+        manager = app.extensions["satchel"]
+        handle = request.form.get("handle", "")
+        if handle == session.handle:
+            session.destroy()
+            return redirect(url_for("index"))
+        # Only the user's own sessions: a handle is not secret, so knowing
+        # one must not be enough to end somebody else's session.
+        if handle in {info.handle for info in manager.sessions_of(user)}:
+            manager.revoke(handle)
+            flash("That session is logged out.")
+        return redirect(url_for("sessions"))
+
+    @app.post("/sessions/revoke-others")
+    def revoke_others() -> Response:
+        user = session.get(USER_KEY)
+        if user is None:
+            return redirect(url_for("login"))
+        ended = app.extensions["satchel"].revoke_user(user, keep=session.handle)
+        flash(f"Logged out {ended} other session{'s' if ended != 1 else ''}.")
+        return redirect(url_for("sessions"))
+
+    return app
+
+
+app = create_app()
