@@ -1,0 +1,205 @@
+"""The demo app (examples/demo), driven through Flask's test client."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+import typing as t
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from flask_satchel import SessionManager
+
+DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo" / "app.py"
+
+
+def load_demo() -> t.Any:
+    """Import examples/demo/app.py by path: the demo is not a package."""
+    if "satchel_demo" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("satchel_demo", DEMO)
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["satchel_demo"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["satchel_demo"]
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> t.Iterator[Flask]:
+    app: Flask = load_demo().create_app({"TESTING": True, "SESSION_URL": f"sqlite:///{tmp_path}/sessions.sqlite3"})
+    yield app
+    app.extensions["satchel"].store.close()
+
+
+@pytest.fixture
+def manager(app: Flask) -> SessionManager:
+    return t.cast(SessionManager, app.extensions["satchel"])
+
+
+def token(client: FlaskClient, path: str = "/login") -> str:
+    """The CSRF token from a form on ``path``, as a browser would submit it."""
+    match = re.search(r'name="csrf_token" value="([^"]+)"', client.get(path).text)
+    assert match is not None, f"no CSRF field on {path}"
+    return match.group(1)
+
+
+def cookie(client: FlaskClient) -> str | None:
+    found = client.get_cookie("session")
+    return None if found is None else found.value
+
+
+def login(client: FlaskClient, name: str) -> None:
+    response = client.post("/login", data={"username": name, "csrf_token": token(client)})
+    assert response.status_code == 302
+
+
+def cart_items(client: FlaskClient) -> list[str]:
+    """The items the cart page lists."""
+    return re.findall(r"<li>\s*<span>(.*?)</span>", client.get("/cart").text)
+
+
+def post(client: FlaskClient, path: str, **data: t.Any) -> t.Any:
+    return client.post(path, data={"csrf_token": token(client, "/cart"), **data})
+
+
+def test_login_shows_name_and_changes_cookie(app: Flask) -> None:
+    """Logging in shows "Logged in as NAME" and swaps the session cookie for a new id."""
+    client = app.test_client()
+    form_token = token(client)
+    before = cookie(client)
+    assert before is not None
+    client.post("/login", data={"username": "alice", "csrf_token": form_token})
+    after = cookie(client)
+    assert after is not None
+    assert after != before
+    assert "Logged in as alice" in client.get("/").text
+
+
+def test_pre_login_cookie_is_dead_after_login(app: Flask) -> None:
+    """A cookie planted before login (session fixation) is not logged in afterwards."""
+    victim = app.test_client()
+    form_token = token(victim)
+    planted = cookie(victim)
+    victim.post("/login", data={"username": "alice", "csrf_token": form_token})
+    attacker = app.test_client()
+    attacker.set_cookie("session", t.cast(str, planted))
+    page = attacker.get("/").text
+    assert "Logged in as" not in page
+    assert "Log in" in page
+
+
+def test_bad_name_is_refused(app: Flask) -> None:
+    """An empty or overlong name is refused with the form shown again."""
+    client = app.test_client()
+    for name in ("", "   ", "x" * 41):
+        response = client.post("/login", data={"username": name, "csrf_token": token(client)})
+        assert response.status_code == 400
+    assert "Logged in as" not in client.get("/").text
+
+
+def test_cart_add_and_remove(app: Flask) -> None:
+    """Items added to the cart are listed; removing one leaves the others."""
+    client = app.test_client()
+    post(client, "/cart/add", item="apples")
+    post(client, "/cart/add", item="pears")
+    assert cart_items(client) == ["apples", "pears"]
+    post(client, "/cart/remove", index=0)
+    assert cart_items(client) == ["pears"]
+
+
+def test_cart_survives_login(app: Flask) -> None:
+    """The cart filled before logging in is still there after the session id changes."""
+    client = app.test_client()
+    post(client, "/cart/add", item="bread")
+    login(client, "alice")
+    assert cart_items(client) == ["bread"]
+
+
+def test_sessions_page_lists_both_logins_and_revoke_logs_out(app: Flask, manager: SessionManager) -> None:
+    """Two logins of one user are both listed; revoking one logs that browser out."""
+    laptop, phone = app.test_client(), app.test_client()
+    login(laptop, "alice")
+    login(phone, "alice")
+    handles = [info.handle for info in manager.sessions_of("alice")]
+    assert len(handles) == 2
+    page = laptop.get("/sessions").text
+    for handle in handles:
+        assert handle[:8] in page
+    assert page.count("this session") == 1
+    phone_handle = phone.get("/sessions").text.split('class="current"', 1)[1]
+    phone_handle = re.search(r'name="handle" value="([0-9a-f]+)"', phone_handle).group(1)  # type: ignore[union-attr]
+    response = laptop.post("/sessions/revoke", data={"handle": phone_handle, "csrf_token": token(laptop, "/sessions")})
+    assert response.status_code == 302
+    assert "Logged in as" not in phone.get("/").text
+    assert "Logged in as alice" in laptop.get("/").text
+    assert [info.handle for info in manager.sessions_of("alice")] == [h for h in handles if h != phone_handle]
+
+
+def test_revoke_refuses_another_users_session(app: Flask, manager: SessionManager) -> None:
+    """A handle is public: posting someone else's handle does not log them out."""
+    alice, mallory = app.test_client(), app.test_client()
+    login(alice, "alice")
+    login(mallory, "mallory")
+    (alice_session,) = manager.sessions_of("alice")
+    mallory.post("/sessions/revoke", data={"handle": alice_session.handle, "csrf_token": token(mallory, "/sessions")})
+    assert "Logged in as alice" in alice.get("/").text
+
+
+def test_log_out_others_keeps_current(app: Flask, manager: SessionManager) -> None:
+    """Log out all other sessions ends the others and keeps this one logged in."""
+    clients = [app.test_client() for _ in range(3)]
+    for client in clients:
+        login(client, "alice")
+    keeper = clients[0]
+    keeper.post("/sessions/revoke-others", data={"csrf_token": token(keeper, "/sessions")})
+    assert "Logged in as alice" in keeper.get("/").text
+    for other in clients[1:]:
+        assert "Logged in as" not in other.get("/").text
+    assert len(manager.sessions_of("alice")) == 1
+
+
+def test_logout_destroys_the_session(app: Flask, manager: SessionManager) -> None:
+    """Logging out removes the record on the server: a copy of the old cookie is worthless."""
+    client = app.test_client()
+    login(client, "alice")
+    stolen = cookie(client)
+    client.post("/logout", data={"csrf_token": token(client, "/")})
+    assert cookie(client) is None
+    assert manager.sessions_of("alice") == []
+    thief = app.test_client()
+    thief.set_cookie("session", t.cast(str, stolen))
+    assert "Logged in as" not in thief.get("/").text
+    assert "Log in" in client.get("/").text
+
+
+def test_sessions_page_needs_login(app: Flask) -> None:
+    """An anonymous visitor is sent to the login form instead of a session list."""
+    response = app.test_client().get("/sessions")
+    assert response.status_code == 302
+    assert response.headers["Location"].endswith("/login")
+
+
+@pytest.mark.parametrize("sent", [None, "", "forged-token"])
+def test_csrf_rejects_forged_post(app: Flask, sent: str | None) -> None:
+    """A POST without this session's CSRF token is refused and changes nothing."""
+    client = app.test_client()
+    login(client, "alice")
+    data = {"item": "forged"} if sent is None else {"item": "forged", "csrf_token": sent}
+    assert client.post("/cart/add", data=data).status_code == 400
+    assert client.post("/logout", data=data).status_code == 400
+    assert cart_items(client) == []
+    assert "Logged in as alice" in client.get("/").text
+
+
+def test_token_from_another_session_is_refused(app: Flask) -> None:
+    """The CSRF token is per session: one taken from another browser does not work."""
+    victim, attacker = app.test_client(), app.test_client()
+    login(victim, "alice")
+    foreign = token(attacker, "/cart")
+    assert victim.post("/cart/add", data={"item": "forged", "csrf_token": foreign}).status_code == 400
+    assert cart_items(victim) == []
