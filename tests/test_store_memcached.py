@@ -1,0 +1,550 @@
+"""The memcached store, against private memcached servers this module starts.
+
+Each server is a real ``memcached`` process on a free loopback port, started
+for the module (or for one test, when the test kills or freezes it) and
+always stopped afterwards. Every test uses its own key prefix.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import time
+import typing as t
+import uuid
+from urllib.parse import urlsplit
+
+import pytest
+from conftest import require
+from flask import Flask, session
+from pymemcache.client.base import Client, PooledClient
+from pymemcache.client.hash import HashClient
+from pymemcache.serde import pickle_serde
+
+from flask_satchel import ConfigError, NotSupported, Session, StoreUnavailable
+from flask_satchel.manager import SessionManager
+from flask_satchel.settings import Settings
+from flask_satchel.stores.base import Change, Record
+from flask_satchel.stores.memcached import MemcachedStore
+from flask_satchel.testing import AppContract, StoreContract, _get, live_server
+
+DAY = 86400.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class MemcachedServer:
+    """A private memcached process on a free loopback port."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> MemcachedServer:
+        command = ["memcached", "-l", "127.0.0.1", "-p", str(self.port), "-U", "0", "-m", "32"]
+        if os.geteuid() == 0:
+            command[1:1] = ["-u", "nobody"]  # memcached refuses to run as root
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:  # poll until it accepts connections
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"memcached did not start on port {self.port}") from None
+                time.sleep(0.01)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(10)
+
+    def freeze(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.thaw()
+            self.kill()
+
+
+def _started() -> t.Iterator[MemcachedServer]:
+    require(shutil.which("memcached") is not None, "memcached is not installed (apt-get install memcached)")
+    server = MemcachedServer()
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def memcached() -> t.Iterator[MemcachedServer]:
+    yield from _started()
+
+
+@pytest.fixture(scope="module")
+def memcached2() -> t.Iterator[MemcachedServer]:
+    yield from _started()
+
+
+@pytest.fixture
+def private_memcached() -> t.Iterator[MemcachedServer]:
+    """A server of this test's own, for tests that kill or freeze it."""
+    yield from _started()
+
+
+def _prefix() -> str:
+    return f"t{uuid.uuid4().hex[:8]}:"
+
+
+def _settings(url: str, **kw: t.Any) -> Settings:
+    kw.setdefault("key_prefix", _prefix())
+    return Settings(type="memcached", url=urlsplit(url), **kw)
+
+
+def _record(expires_at: float, user: str | None = None) -> Record:
+    now = time.time()
+    return Record(data={"a": b"\x01"}, created_at=now, last_seen=now, expires_at=expires_at, user=user)
+
+
+# The contract ------------------------------------------------------------------
+
+
+class TestMemcachedStore(StoreContract):
+    native_ttl = True
+    lists_everything = False
+
+    @pytest.fixture
+    def store(self, memcached: MemcachedServer) -> t.Iterator[MemcachedStore]:
+        store = MemcachedStore.from_settings(_settings(f"memcached://{memcached.address}"))
+        yield store
+        store.close()
+
+
+class TestMemcachedHashStore(TestMemcachedStore):
+    """The same contract with keys hashed over two servers."""
+
+    @pytest.fixture
+    def store(self, memcached: MemcachedServer, memcached2: MemcachedServer) -> t.Iterator[MemcachedStore]:
+        store = MemcachedStore.from_settings(_settings(f"memcached://{memcached.address},{memcached2.address}"))
+        yield store
+        store.close()
+
+
+class TestMemcachedPlainClientStore(TestMemcachedStore):
+    """The same contract through a plain (single-socket) Client handed over by the app."""
+
+    @pytest.fixture
+    def store(self, memcached: MemcachedServer) -> t.Iterator[MemcachedStore]:
+        client = Client(("127.0.0.1", memcached.port), no_delay=True, timeout=2, connect_timeout=2)
+        yield MemcachedStore(client, prefix=_prefix())
+        client.close()
+
+
+class TestMemcachedApp(AppContract):
+    lists_everything = False
+
+    @pytest.fixture
+    def config(self, memcached: MemcachedServer) -> dict[str, t.Any]:
+        return {"SESSION_TYPE": "memcached", "SESSION_URL": f"memcached://{memcached.address}"}
+
+    def test_slow_write_after_destroy_stays_dead(self, app: Flask, manager: SessionManager) -> None:
+        """A request that started before destroy() cannot bring the session back."""
+        # The contract's version lists every session, which memcached cannot
+        # do; this one checks the record under the session's handle instead.
+        app.config["TEST_PAUSE"] = 0.5
+        with live_server(app) as address:
+            _, _, cookie = _get(address, "/set/a/1")
+            _, handle, _ = _get(address, "/handle", cookie)
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                slow = pool.submit(_get, address, "/slow-add/7", cookie)
+                time.sleep(0.2)
+                assert _get(address, "/destroy", cookie)[0] == 200
+                assert slow.result()[0] == 200
+            _, body, _ = _get(address, "/dump", cookie)
+        assert body == "[]"
+        assert manager.store.load(handle) is None
+
+
+# Expiry beyond 30 days ---------------------------------------------------------------
+
+
+def _remaining_ttl(server: MemcachedServer, key: str) -> int:
+    """What memcached itself says is left of an item's life (meta get, ``t`` flag)."""
+    client = Client(("127.0.0.1", server.port), timeout=2)
+    try:
+        line = client.raw_command(f"mg {key} t".encode(), b"\r\n").decode()
+    finally:
+        client.close()
+    assert line.startswith("HD "), line
+    return int(line.split()[1][1:])
+
+
+@pytest.mark.parametrize("days", [1, 29.9, 31, 90])
+def test_expiry_is_sent_as_memcached_reads_it(memcached: MemcachedServer, days: float) -> None:
+    """Memcached keeps a record exactly as long as its expires_at, below and above the 30-day limit."""
+    store = MemcachedStore.from_settings(_settings(f"memcached://{memcached.address}"))
+    try:
+        store.create("a" * 32, _record(time.time() + days * DAY))
+        assert store.load("a" * 32) is not None
+        assert _remaining_ttl(memcached, store.prefix + "a" * 32) == pytest.approx(days * DAY, abs=3)
+    finally:
+        store.close()
+
+
+def test_31_day_session_survives(memcached: MemcachedServer) -> None:
+    """A session with a 31-day lifetime is still there on the next request, and its touch keeps it."""
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY="x",
+        SESSION_URL=f"memcached://{memcached.address}",
+        SESSION_KEY_PREFIX=_prefix(),
+        PERMANENT_SESSION_LIFETIME=dt.timedelta(days=31),
+        SESSION_ABSOLUTE_LIFETIME=dt.timedelta(days=60),
+        SESSION_REFRESH_INTERVAL=0,
+    )
+    Session(app)
+    manager: SessionManager = app.extensions["satchel"]
+
+    @app.get("/set")
+    def set_value() -> str:
+        session.permanent = True
+        session["cart"] = ["apple"]
+        return session.handle
+
+    @app.get("/get")
+    def get_value() -> str:
+        return repr(session.get("cart"))
+
+    client = app.test_client()
+    handle = client.get("/set").text
+    assert client.get("/get").text == "['apple']"  # also a refresh (a touch), interval 0
+    assert client.get("/get").text == "['apple']"
+    assert _remaining_ttl(memcached, manager.settings.key_prefix + handle) > 30 * DAY
+    manager.store.close()
+
+
+def test_expired_record_is_not_kept(memcached: MemcachedServer) -> None:
+    """A record written with an expiry already past is gone at once, not kept for ever."""
+    store = MemcachedStore.from_settings(_settings(f"memcached://{memcached.address}"))
+    try:
+        store.create("b" * 32, _record(time.time() - 5))
+        assert store.load("b" * 32) is None
+    finally:
+        store.close()
+
+
+# No Nagle --------------------------------------------------------------------------
+
+
+def test_one_key_change_takes_milliseconds(memcached: MemcachedServer) -> None:
+    """One-key changes and new sessions take a few ms, not Nagle's ~40 ms; connections set TCP_NODELAY."""
+    app = Flask(__name__)
+    app.config.update(SESSION_URL=f"memcached://{memcached.address}", SESSION_KEY_PREFIX=_prefix())
+    Session(app)
+    store: MemcachedStore = app.extensions["satchel"].store
+
+    @app.get("/add/<int:i>")
+    def add(i: int) -> str:
+        session[f"k{i % 3}"] = i
+        return "ok"
+
+    def median_ms(requests: t.Callable[[int], t.Any]) -> float:
+        timings = []
+        for i in range(1, 22):
+            start = time.perf_counter()
+            assert requests(i).status_code == 200
+            timings.append(time.perf_counter() - start)
+        return statistics.median(timings) * 1000
+
+    client = app.test_client()
+    client.get("/add/0")
+    changes = median_ms(lambda i: client.get(f"/add/{i}"))
+    # A new session each time: a write, then the next request's read on the same connection.
+    creations = median_ms(lambda i: app.test_client().get(f"/add/{i}"))
+    connections = [c.sock for c in store.client.client_pool.free if c.sock is not None]
+    nodelay = {c.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for c in connections}
+    store.close()
+    assert changes < 15
+    assert creations < 15
+    assert connections
+    assert nodelay == {1}
+
+
+# Errors surface ------------------------------------------------------------------------
+
+
+def _app(server: MemcachedServer | str, **config: t.Any) -> Flask:
+    app = Flask(__name__)
+    url = server if isinstance(server, str) else f"memcached://{server.address}"
+    app.config.update(SESSION_URL=url, SESSION_KEY_PREFIX=_prefix(), SESSION_STORE_TIMEOUT=0.5, **config)
+    Session(app)
+
+    @app.get("/set/<value>")
+    def set_value(value: str) -> str:
+        session["v"] = value
+        return "ok"
+
+    @app.get("/get")
+    def get_value() -> str:
+        return repr(session.get("v"))
+
+    return app
+
+
+def _close(app: Flask) -> None:
+    app.extensions["satchel"].store.close()
+
+
+def test_killed_server_is_503_then_recovers(private_memcached: MemcachedServer) -> None:
+    """A killed memcached is a 503 with Retry-After; once restarted the next request works, same app."""
+    app = _app(private_memcached)
+    client = app.test_client()
+    assert client.get("/set/1").status_code == 200
+    private_memcached.kill()
+    response = client.get("/get")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"].isdigit()
+    assert client.get("/set/2").status_code == 503
+    private_memcached.start()
+    assert client.get("/set/3").status_code == 200
+    assert client.get("/get").text == "'3'"
+    _close(app)
+
+
+def test_restart_between_requests_is_invisible(private_memcached: MemcachedServer) -> None:
+    """Pooled connections closed by a restart are replaced: the first request after it succeeds."""
+    app = _app(private_memcached)
+    with live_server(app) as address:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:  # several pooled connections
+            assert set(pool.map(lambda i: _get(address, f"/set/{i}")[0], range(16))) == {200}
+        private_memcached.kill()
+        private_memcached.start()
+        status, _, cookie = _get(address, "/set/after")
+        assert status == 200
+        assert _get(address, "/get", cookie)[:2] == (200, "'after'")
+    _close(app)
+
+
+def test_frozen_server_is_503_within_timeout(private_memcached: MemcachedServer) -> None:
+    """A memcached that hangs (SIGSTOP) is a 503 within SESSION_STORE_TIMEOUT; after SIGCONT all is back."""
+    app = _app(private_memcached)
+    client = app.test_client()
+    assert client.get("/set/kept").status_code == 200
+    private_memcached.freeze()
+    try:
+        start = time.monotonic()
+        response = client.get("/get")
+        elapsed = time.monotonic() - start
+    finally:
+        private_memcached.thaw()
+    assert response.status_code == 503
+    assert "Retry-After" in response.headers
+    assert elapsed < 2
+    assert client.get("/get").text == "'kept'"
+    _close(app)
+
+
+@pytest.mark.parametrize("given", [False, True], ids=["url", "handed-over-hash-client"])
+def test_dead_server_of_several_is_never_no_session(
+    memcached: MemcachedServer, private_memcached: MemcachedServer, given: bool
+) -> None:
+    """With two servers and one dead, its sessions are StoreUnavailable, never missing; the other's still work."""
+    servers = [("127.0.0.1", memcached.port), ("127.0.0.1", private_memcached.port)]
+    if given:  # HashClient's defaults: retry a failed server after 1 s, drop it after 2 failures
+        store = MemcachedStore(HashClient(servers, timeout=0.5), prefix=_prefix(), owns_client=True)
+    else:
+        store = MemcachedStore.from_settings(
+            _settings(f"memcached://{memcached.address},{private_memcached.address}", store_timeout=0.5)
+        )
+    try:
+        keys = [uuid.uuid4().hex for _ in range(40)]
+        for key in keys:
+            store.create(key, _record(time.time() + 3600))
+        private_memcached.kill()
+        outcomes = {}
+        for key in keys:
+            try:
+                outcomes[key] = store.load(key) is not None
+            except StoreUnavailable:
+                outcomes[key] = "unavailable"
+        # Again and again: HashClient's own failover would start answering "missing".
+        for _ in range(3):
+            for key in keys:
+                if outcomes[key] == "unavailable":
+                    with pytest.raises(StoreUnavailable):
+                        store.load(key)
+                    now = time.time()
+                    with pytest.raises(StoreUnavailable):
+                        store.apply(key, Change(set={"b": b"2"}, last_seen=now, expires_at=now + 60))
+                    with pytest.raises(StoreUnavailable):
+                        store.delete(key)
+    finally:
+        store.close()
+    assert set(outcomes.values()) == {True, "unavailable"}
+
+
+# Configuration ------------------------------------------------------------------------
+
+
+def _init(**config: t.Any) -> Flask:
+    app = Flask(__name__)
+    app.config.update(SESSION_TYPE="memcached", **config)
+    Session(app)
+    return app
+
+
+def test_client_of_wrong_type_is_refused() -> None:
+    """SESSION_MEMCACHED of an unexpected type is a ConfigError naming the key and what is accepted."""
+    with pytest.raises(
+        ConfigError, match=r"SESSION_MEMCACHED: expected a pymemcache Client, PooledClient or HashClient"
+    ):
+        _init(SESSION_MEMCACHED="127.0.0.1:11211")
+
+
+def test_client_that_hides_errors_is_refused(memcached: MemcachedServer) -> None:
+    """A client with ignore_exc=True, which would turn an outage into 'no session', is refused."""
+    client = PooledClient(("127.0.0.1", memcached.port), ignore_exc=True)
+    with pytest.raises(ConfigError, match="ignore_exc"):
+        _init(SESSION_MEMCACHED=client)
+    hashed = HashClient([("127.0.0.1", memcached.port)], ignore_exc=True)
+    with pytest.raises(ConfigError, match="ignore_exc"):
+        _init(SESSION_MEMCACHED=hashed)
+
+
+def test_client_that_unpickles_is_refused(memcached: MemcachedServer) -> None:
+    """A client whose serde unpickles what it reads is refused: sessions are never pickled."""
+    with pytest.raises(ConfigError, match="never unpickles"):
+        _init(SESSION_MEMCACHED=Client(("127.0.0.1", memcached.port), serde=pickle_serde))
+
+
+def test_client_without_nodelay_or_timeout_warns(memcached: MemcachedServer) -> None:
+    """A handed-over client without TCP_NODELAY or a timeout works, with a warning saying why it is slow or risky."""
+    client = PooledClient(("127.0.0.1", memcached.port))
+    with pytest.warns(RuntimeWarning, match=r"no_delay=False.*timeout=None"):
+        app = _init(SESSION_MEMCACHED=client, SESSION_KEY_PREFIX=_prefix())
+
+    @app.get("/")
+    def index() -> str:
+        session["x"] = 1
+        return "ok"
+
+    assert app.test_client().get("/").status_code == 200
+    client.close()
+
+
+def test_handed_over_hash_client_is_used(memcached: MemcachedServer, memcached2: MemcachedServer) -> None:
+    """A HashClient in SESSION_MEMCACHED keeps sessions on its servers, and is not closed by the store."""
+    client = HashClient(
+        [("127.0.0.1", memcached.port), ("127.0.0.1", memcached2.port)], use_pooling=True, no_delay=True, timeout=2
+    )
+    app = _init(SESSION_MEMCACHED=client, SESSION_KEY_PREFIX=_prefix())
+
+    @app.get("/set")
+    def set_value() -> str:
+        session["x"] = "y"
+        return session.handle
+
+    handle = app.test_client().get("/set").text
+    store = app.extensions["satchel"].store
+    store.close()
+    assert client.get(store.prefix + handle) is not None  # still open, and the record is where HashClient looks
+    client.close()
+
+
+def test_url_with_several_servers_makes_a_hash_client(memcached: MemcachedServer, memcached2: MemcachedServer) -> None:
+    """memcached://a,b builds a pooled HashClient with TCP_NODELAY and the store timeout."""
+    store = MemcachedStore.from_settings(
+        _settings(f"memcached://{memcached.address},{memcached2.address}", store_timeout=0.7)
+    )
+    assert isinstance(store.client, HashClient)
+    assert store.client.use_pooling
+    assert all(c.no_delay and c.timeout == 0.7 and c.connect_timeout == 0.7 for c in store.client.clients.values())
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("config", "key"),
+    [
+        ({"SESSION_URL": "memcached://127.0.0.1:11211/extra"}, "SESSION_URL"),
+        ({"SESSION_URL": "memcached://user:pw@127.0.0.1:11211"}, "SESSION_URL"),
+        ({"SESSION_URL": "memcached://127.0.0.1:11211,:11212"}, "SESSION_URL"),
+        ({"SESSION_KEY_PREFIX": "my sessions:"}, "SESSION_KEY_PREFIX"),
+        ({"SESSION_KEY_PREFIX": "p" * 220}, "SESSION_KEY_PREFIX"),
+    ],
+)
+def test_bad_url_or_prefix_is_refused(config: dict[str, t.Any], key: str) -> None:
+    """A URL that is not a list of servers, or a prefix memcached keys cannot hold, is a ConfigError."""
+    with pytest.raises(ConfigError) as info:
+        _init(**config)
+    assert info.value.key == key
+
+
+def test_client_and_url_together_are_refused(memcached: MemcachedServer) -> None:
+    """Giving both SESSION_MEMCACHED and a memcached URL is ambiguous, so it is refused."""
+    client = PooledClient(("127.0.0.1", memcached.port), no_delay=True, timeout=1)
+    with pytest.raises(ConfigError, match="not both"):
+        _init(SESSION_MEMCACHED=client, SESSION_URL=f"memcached://{memcached.address}")
+
+
+# The manager and the CLI ------------------------------------------------------------------
+
+
+def test_manager_and_cli_say_memcached_cannot_count(memcached: MemcachedServer) -> None:
+    """count() and listing everyone raise NotSupported naming memcached; the CLI says so and exits non-zero."""
+    app = _app(memcached)
+    manager: SessionManager = app.extensions["satchel"]
+    app.test_client().get("/set/1")
+    with pytest.raises(NotSupported, match="memcached"):
+        manager.count()
+    with pytest.raises(NotSupported, match="memcached"):
+        manager.sessions()
+    assert manager.cleanup() == 0
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["session", "count"])
+    assert result.exit_code != 0
+    assert "memcached" in result.output
+    assert runner.invoke(args=["session", "cleanup"]).output.strip() == "Removed 0 expired sessions."
+    _close(app)
+
+
+def test_cli_lists_and_revokes_a_users_sessions(memcached: MemcachedServer) -> None:
+    """`flask session list --user` and `revoke-user` work from memcached's per-user index."""
+    app = _app(memcached)
+
+    @app.get("/login/<user>")
+    def login(user: str) -> str:
+        session["_user_id"] = user
+        return session.handle
+
+    clients = [app.test_client() for _ in range(3)]
+    handles = [c.get(f"/login/{u}").text for c, u in zip(clients, ["ann", "ann", "bob"], strict=True)]
+    runner = app.test_cli_runner()
+    listed = runner.invoke(args=["session", "list", "--user", "ann"]).output
+    assert sorted(line.split()[0] for line in listed.splitlines()[1:]) == sorted(handles[:2])
+    assert runner.invoke(args=["session", "revoke-user", "ann"]).output.strip() == "Revoked 2 sessions of ann."
+    assert [c.get("/get").status_code for c in clients] == [200, 200, 200]
+    assert runner.invoke(args=["session", "list", "--user", "ann"]).output.strip() == "No sessions."
+    assert [info.handle for info in app.extensions["satchel"].sessions_of("bob")] == [handles[2]]
+    _close(app)
