@@ -1,0 +1,60 @@
+# The two commands the README opens with:
+#   make demo   serve the demo app at http://127.0.0.1:5000 (sessions in SQLite)
+#   make test   lint, type-check and run the whole test-suite against real services
+# Both start from nothing on Debian with Python 3.11: the first run creates
+# .venv and installs the project with its dev group; later runs reuse it until
+# pyproject.toml changes.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 5000
+# Extra arguments: make test ARGS="-k redis", make bench ARGS="--quick".
+ARGS ?=
+LINT_PATHS := src tests examples $(wildcard bench)
+
+# The steps of "make test" depend on each other's order, even under make -j.
+.NOTPARALLEL:
+.PHONY: venv demo test services lint bench clean distclean
+
+$(BIN)/python:
+	@# Debian ships venv (ensurepip) in a separate package.
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { \
+	  echo "installing python3-venv"; \
+	  if [ "$$(id -u)" -eq 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; }
+	$(PYTHON) -m venv $(VENV)
+
+# pip >= 25.1 is needed for --group (PEP 735 dependency groups).
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e . --group dev
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(BIN)/flask --app examples/demo/app.py run --host $(HOST) --port $(PORT)
+
+services:
+	bash scripts/ensure-services.sh
+
+lint: venv
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/mypy
+
+test: venv services lint
+	$(BIN)/pytest $(ARGS)
+
+bench: venv
+	$(BIN)/python bench/run.py $(ARGS)
+
+clean:
+	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis examples/demo/instance
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
