@@ -30,8 +30,10 @@ Why things are the way they are:
   session could come back when the first server returns.
 - Writes wait for memcached's answer (``noreply=False``): pymemcache's
   default sends writes without waiting, so a failed write would vanish.
-- Clients this store creates set ``TCP_NODELAY``, or every write waits
-  ~40 ms for Nagle's algorithm, and time out after ``SESSION_STORE_TIMEOUT``.
+  Waiting also keeps Nagle's algorithm out of the way: after a write sent
+  without waiting, the next command sits ~40 ms in the kernel until the
+  server's delayed ACK arrives. Clients this store creates set
+  ``TCP_NODELAY`` all the same, and time out after ``SESSION_STORE_TIMEOUT``.
 - A user's sessions are listed from a per-user record
   (``prefix + "user:" + hash``) holding their keys, kept with compare-and-set
   like the sessions. Memcached cannot list its keys, so listing everyone's
