@@ -1,0 +1,476 @@
+"""Sessions in a table of PostgreSQL, MariaDB/MySQL or SQLite, through SQLAlchemy Core.
+
+The store uses only its own connections and transactions from the engine's
+pool, never an application's ORM session, so it can neither commit nor roll
+back the application's work. A read is one primary-key ``SELECT``. A change
+is one short transaction that locks the row (``SELECT … FOR UPDATE``; on
+SQLite an ``UPDATE`` first, which takes the database's write lock), merges
+the delta in Python and writes the row back, or deletes it when empty.
+
+Several apps can share one table: each row carries the app's
+``SESSION_KEY_PREFIX`` in a ``prefix`` column, part of the primary key, and
+every query filters on it.
+
+For engines it creates from ``SESSION_URL``, the store bounds every wait on
+the database by ``SESSION_STORE_TIMEOUT``: the server cancels slow statements
+(``statement_timeout``), and the client gives up on a server that does not
+answer at all (a frozen host, a dead link), where a server-side limit cannot
+help. An engine handed over in ``SESSION_SQLALCHEMY`` is used as configured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+import time
+import typing as t
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import mysql
+
+from .. import serialization
+from ..errors import ConfigError, SatchelError, StoreUnavailable
+from .base import Change, Record
+
+if t.TYPE_CHECKING:
+    from urllib.parse import SplitResult
+
+    from ..settings import Settings
+
+__all__ = ["SQLStore"]
+
+#: Rows deleted per transaction by ``cleanup``: short transactions keep locks brief.
+CLEANUP_BATCH = 5000
+
+#: Bare URL schemes mapped to the drivers Flask-Satchel's extras install.
+_DRIVERS = {
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mariadb+pymysql",
+}
+
+_decode_client = msgspec.msgpack.Decoder(dict[str, str]).decode
+
+
+def _text(length: int) -> sa.types.TypeEngine[str]:
+    # Compare byte for byte on MySQL/MariaDB too, whose default collations
+    # ignore case and trailing spaces: user "Alice" is not user "alice ".
+    binary = mysql.VARCHAR(length, charset="utf8mb4", collation="utf8mb4_bin")
+    return sa.String(length).with_variant(binary, "mysql", "mariadb")
+
+
+def _blob() -> sa.types.TypeEngine[bytes]:
+    # MySQL's BLOB stops at 64 KiB; sessions may be larger.
+    return sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
+
+
+def make_table(name: str = "sessions", schema: str | None = None, metadata: sa.MetaData | None = None) -> sa.Table:
+    """The sessions table, on ``metadata`` (a new one by default) for Alembic or ``create_all``."""
+    return sa.Table(
+        name,
+        sa.MetaData() if metadata is None else metadata,
+        sa.Column("prefix", _text(128), primary_key=True),
+        sa.Column("key", _text(128), primary_key=True),
+        sa.Column("data", _blob(), nullable=False),
+        sa.Column("created_at", sa.Double(), nullable=False),
+        sa.Column("last_seen", sa.Double(), nullable=False),
+        sa.Column("expires_at", sa.Double(), nullable=False),
+        sa.Column("permanent", sa.Boolean(), nullable=False),
+        sa.Column("user", _text(255), nullable=True),
+        sa.Column("client", sa.LargeBinary(), nullable=True),
+        sa.Index(f"{name}_expires", "prefix", "expires_at"),
+        sa.Index(f"{name}_user", "prefix", "user"),
+        schema=schema,
+    )
+
+
+# Bounded waits --------------------------------------------------------------------
+
+#: Per thread, the monotonic time by which the store operation in progress must
+#: be done: a connection is not even attempted once it has passed, so a pre-ping
+#: that timed out is not followed by a reconnect that waits all over again.
+_deadline = threading.local()
+
+
+def _bounded_psycopg_connection() -> type[t.Any]:
+    """A psycopg connection class whose every wait on the server is bounded.
+
+    psycopg has no client-side statement timeout: ``statement_timeout`` is
+    enforced by the server, which cannot enforce anything while it is frozen
+    or unreachable behind a silent network. psycopg funnels every exchange
+    through ``Connection.wait``, which accepts a timeout since psycopg 3.3;
+    on expiry the connection is closed (its state is unknown) and the error
+    is an ``OperationalError``, which SQLAlchemy sees as a disconnect.
+    """
+    import psycopg
+
+    class BoundedConnection(psycopg.Connection[t.Any]):
+        #: Seconds to wait for any answer from the server.
+        answer_timeout: float = 2.0
+
+        def wait(self, gen: t.Any, interval: float = 0.1, timeout: float | None = None) -> t.Any:
+            try:
+                return super().wait(gen, interval, self.answer_timeout if timeout is None else timeout)
+            except psycopg.errors._WaitTimeout:
+                self.pgconn.finish()
+                raise psycopg.errors.ConnectionTimeout(
+                    f"no answer from the database server within {self.answer_timeout:g} s"
+                ) from None
+
+    return BoundedConnection
+
+
+def _make_engine(url: SplitResult, timeout: float) -> sa.Engine:
+    """An engine for ``SESSION_URL`` with every wait bounded by ``timeout`` seconds."""
+    sa_url = sa.make_url(url.geturl())
+    scheme = sa_url.drivername
+    sa_url = sa_url.set(drivername=_DRIVERS.get(scheme, scheme))
+    backend, driver = sa_url.get_backend_name(), sa_url.get_driver_name()
+    query = sa_url.query
+    connect_args: dict[str, t.Any] = {}
+    connection_class: type[t.Any] | None = None
+    if backend == "postgresql" and driver == "psycopg":
+        # libpq counts whole seconds, at least 2.
+        connect_args["connect_timeout"] = max(2, math.ceil(timeout))
+        connect_args["options"] = f"-c statement_timeout={math.ceil(timeout * 1000)}"
+        connection_class = _bounded_psycopg_connection()
+    elif backend in ("mysql", "mariadb") and driver == "pymysql":
+        connect_args.update(connect_timeout=timeout, read_timeout=timeout, write_timeout=timeout)
+    else:
+        raise ConfigError(
+            "SESSION_URL",
+            f"unsupported SQL driver {scheme!r}: use postgresql+psycopg:// or mysql+pymysql:// (mariadb+pymysql://),"
+            " or hand an Engine to SESSION_SQLALCHEMY",
+        )
+    for name in list(connect_args):
+        if name in query:  # what the URL says explicitly wins
+            del connect_args[name]
+    try:
+        engine = sa.create_engine(
+            sa_url,
+            pool_pre_ping=True,
+            pool_timeout=timeout,
+            connect_args=connect_args,
+        )
+    except (ImportError, sa_exc.ArgumentError) as e:
+        raise ConfigError("SESSION_URL", f"cannot use {sa_url.render_as_string()!r}: {e}") from None
+
+    dbapi_error = engine.dialect.loaded_dbapi.OperationalError
+
+    @sa.event.listens_for(engine, "do_connect")
+    def connect(dialect: t.Any, record: t.Any, cargs: t.Any, cparams: dict[str, t.Any]) -> t.Any:
+        at = getattr(_deadline, "at", None)
+        if at is not None and time.monotonic() >= at:
+            raise dbapi_error(f"no time left to connect within SESSION_STORE_TIMEOUT ({timeout:g} s)")
+        if connection_class is None:
+            return None  # the dialect connects as usual
+        conn = connection_class.connect(*cargs, **cparams)
+        conn.answer_timeout = timeout
+        return conn
+
+    return engine
+
+
+def _engine_of(client: t.Any) -> sa.Engine:
+    """The engine in ``SESSION_SQLALCHEMY``: an Engine, or a Flask-SQLAlchemy ``db``'s engine."""
+    if isinstance(client, sa.Engine):
+        return client
+    if type(client).__module__.split(".")[0] == "flask_sqlalchemy":
+        try:
+            engine = client.engine  # the current app's default engine; needs an app context
+        except (RuntimeError, KeyError) as e:
+            raise ConfigError(
+                "SESSION_SQLALCHEMY", f"cannot get the engine of {client!r} ({e}); call db.init_app(app) first"
+            ) from None
+        if isinstance(engine, sa.Engine):
+            return engine
+    raise ConfigError(
+        "SESSION_SQLALCHEMY",
+        f"expected an SQLAlchemy Engine or a Flask-SQLAlchemy db object, got {type(client).__name__}"
+        " (async engines and connections are not supported)",
+    )
+
+
+def _missing_table(error: sa_exc.DBAPIError) -> bool:
+    """Whether ``error`` says the table does not exist, in each database's words."""
+    orig = error.orig
+    if getattr(orig, "sqlstate", None) == "42P01":  # PostgreSQL: undefined_table
+        return True
+    args = getattr(orig, "args", ())
+    if args and args[0] == 1146:  # MySQL/MariaDB: ER_NO_SUCH_TABLE
+        return True
+    return "no such table" in str(orig)  # SQLite
+
+
+class SQLStore:
+    """Sessions in one table of an SQL database, through an SQLAlchemy engine."""
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        *,
+        table: str = "sessions",
+        schema: str | None = None,
+        prefix: str = "session:",
+        timeout: float | None = None,
+        owns_engine: bool = False,
+    ) -> None:
+        #: The engine; the store only checks connections out of its pool.
+        self.engine = engine
+        #: Holds :attr:`table`; hand it to Alembic's ``target_metadata`` to manage migrations.
+        self.metadata = sa.MetaData()
+        #: The sessions table.
+        self.table = make_table(table, schema, self.metadata)
+        #: This app's ``SESSION_KEY_PREFIX``, the first half of each row's key.
+        self.prefix = prefix
+        #: Seconds an operation may take, when the store made the engine and bounds its waits.
+        self.timeout = timeout
+        self._owns_engine = owns_engine
+        # SQLite has no row locks and no FOR UPDATE: taking its write lock
+        # with an UPDATE before reading makes the read-merge-write atomic.
+        self._lock_by_update = engine.dialect.name == "sqlite"
+        self._build_statements()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SQLStore:
+        if len(settings.key_prefix) > 128:
+            raise ConfigError("SESSION_KEY_PREFIX", "must be at most 128 characters for the sqlalchemy store")
+        if settings.client is not None and settings.url is not None:
+            raise ConfigError("SESSION_URL", "give either SESSION_URL or SESSION_SQLALCHEMY, not both")
+        if settings.client is not None:
+            store = cls(
+                _engine_of(settings.client),
+                table=settings.sqlalchemy_table,
+                schema=settings.sqlalchemy_schema,
+                prefix=settings.key_prefix,
+            )
+        elif settings.url is not None:
+            store = cls(
+                _make_engine(settings.url, settings.store_timeout),
+                table=settings.sqlalchemy_table,
+                schema=settings.sqlalchemy_schema,
+                prefix=settings.key_prefix,
+                timeout=settings.store_timeout,
+                owns_engine=True,
+            )
+        else:
+            raise ConfigError(
+                "SESSION_SQLALCHEMY",
+                "SESSION_TYPE 'sqlalchemy' needs an Engine or a Flask-SQLAlchemy db here, or a SESSION_URL",
+            )
+        if settings.sqlalchemy_create_table:
+            try:
+                store.create_table()
+            except BaseException:
+                store.close()
+                raise
+        return store
+
+    def _build_statements(self) -> None:
+        """Build every statement once; SQLAlchemy then reuses their compiled form."""
+        c = self.table.c
+        pk = sa.and_(c.prefix == self.prefix, c.key == sa.bindparam("b_key"))
+        live = sa.and_(c.prefix == self.prefix, c.expires_at > sa.bindparam("b_now"))
+        meta = (c.created_at, c.last_seen, c.expires_at, c.permanent, c.user, c.client)
+        self._load = sa.select(c.data, *meta).where(pk)
+        self._insert = sa.insert(self.table)
+        self._lock = sa.select(c.data, c.user, c.client).where(pk)
+        if not self._lock_by_update:
+            self._lock = self._lock.with_for_update()
+        self._take_lock = sa.update(self.table).where(pk).values(last_seen=sa.bindparam("b_last_seen"))
+        self._update = (
+            sa.update(self.table)
+            .where(pk)
+            .values(
+                data=sa.bindparam("b_data"),
+                last_seen=sa.bindparam("b_last_seen"),
+                expires_at=sa.bindparam("b_expires_at"),
+                permanent=sa.bindparam("b_permanent"),
+                user=sa.bindparam("b_user"),
+                client=sa.bindparam("b_client"),
+            )
+        )
+        self._touch = (
+            sa.update(self.table)
+            .where(pk)
+            .values(last_seen=sa.bindparam("b_last_seen"), expires_at=sa.bindparam("b_expires_at"))
+        )
+        self._delete = sa.delete(self.table).where(pk)
+        self._list = sa.select(c.key, *meta).where(live)
+        self._list_user = self._list.where(c.user == sa.bindparam("b_user"))
+        self._count = sa.select(sa.func.count()).select_from(self.table).where(live)
+        expired = sa.and_(c.prefix == self.prefix, c.expires_at <= sa.bindparam("b_now"))
+        if self.engine.dialect.name in ("mysql", "mariadb"):
+            # MySQL refuses LIMIT inside an IN subquery but has DELETE … LIMIT.
+            self._cleanup: sa.Delete = (
+                sa.delete(self.table)
+                .where(expired)
+                .with_dialect_options(mysql_limit=CLEANUP_BATCH, mariadb_limit=CLEANUP_BATCH)
+            )
+        else:
+            batch = sa.select(c.key).where(expired).limit(CLEANUP_BATCH).scalar_subquery()
+            self._cleanup = sa.delete(self.table).where(c.prefix == self.prefix, c.key.in_(batch))
+
+    # Connections and errors -----------------------------------------------------
+
+    @contextlib.contextmanager
+    def _errors(self) -> t.Iterator[None]:
+        """Turn "cannot reach the database" into ``StoreUnavailable``; let real bugs through."""
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        outer = getattr(_deadline, "at", None)
+        _deadline.at = deadline
+        try:
+            yield
+        except sa_exc.DBAPIError as e:
+            if _missing_table(e):
+                raise SatchelError(
+                    f"the session table {self.table.fullname!r} does not exist: run 'flask session create-table'"
+                    " or let Flask-Satchel create it (SESSION_SQLALCHEMY_CREATE_TABLE = True)"
+                ) from e
+            if isinstance(e, (sa_exc.OperationalError, sa_exc.InterfaceError)) or e.connection_invalidated:
+                raise StoreUnavailable(f"SQL session store: {e.orig}") from e
+            raise
+        except (sa_exc.TimeoutError, sa_exc.DisconnectionError) as e:  # pool exhausted, ping failed
+            raise StoreUnavailable(f"SQL session store: {e}") from e
+        finally:
+            _deadline.at = outer
+
+    @contextlib.contextmanager
+    def _read(self) -> t.Iterator[sa.Connection]:
+        with self._errors(), self.engine.connect() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def _write(self) -> t.Iterator[sa.Connection]:
+        with self._errors(), self.engine.begin() as conn:
+            yield conn
+
+    def create_table(self) -> None:
+        """Create the table and its indexes if they do not exist; safe to run at every start."""
+        with self._errors():
+            try:
+                self.metadata.create_all(self.engine, checkfirst=True)
+            except (sa_exc.ProgrammingError, sa_exc.IntegrityError):
+                # Another process (a second worker starting) created it between
+                # our check and our CREATE: that is what we wanted.
+                if not sa.inspect(self.engine).has_table(self.table.name, self.table.schema):
+                    raise
+
+    # The Store protocol ---------------------------------------------------------
+
+    def load(self, key: str) -> Record | None:
+        with self._read() as conn:
+            row = conn.execute(self._load, {"b_key": key}).first()
+        if row is None:
+            return None
+        data, created_at, last_seen, expires_at, permanent, user, client = row
+        return Record(
+            data=serialization.unpack_map(data),
+            created_at=created_at,
+            last_seen=last_seen,
+            expires_at=expires_at,
+            permanent=bool(permanent),
+            user=user,
+            client=None if client is None else _decode_client(client),
+        )
+
+    def create(self, key: str, record: Record) -> None:
+        with self._write() as conn:
+            conn.execute(
+                self._insert,
+                {
+                    "prefix": self.prefix,
+                    "key": key,
+                    "data": serialization.pack(record.data),
+                    "created_at": record.created_at,
+                    "last_seen": record.last_seen,
+                    "expires_at": record.expires_at,
+                    "permanent": record.permanent,
+                    "user": record.user,
+                    "client": None if record.client is None else serialization.pack(record.client),
+                },
+            )
+
+    def apply(self, key: str, change: Change) -> int | None:
+        with self._write() as conn:
+            if self._lock_by_update:
+                taken = conn.execute(self._take_lock, {"b_key": key, "b_last_seen": change.last_seen})
+                if taken.rowcount == 0:
+                    return None
+            row = conn.execute(self._lock, {"b_key": key}).first()
+            if row is None:
+                return None
+            raw, user, client = row
+            data = serialization.unpack_map(raw)
+            for name in change.removed:
+                data.pop(name, None)
+            data.update(change.set)
+            if not data:
+                conn.execute(self._delete, {"b_key": key})
+                return 0
+            conn.execute(
+                self._update,
+                {
+                    "b_key": key,
+                    "b_data": serialization.pack(data),
+                    "b_last_seen": change.last_seen,
+                    "b_expires_at": change.expires_at,
+                    "b_permanent": change.permanent,
+                    "b_user": change.user if change.user_changed else user,
+                    "b_client": client if change.client is None else serialization.pack(change.client),
+                },
+            )
+            return len(data)
+
+    def touch(self, key: str, last_seen: float, expires_at: float) -> bool:
+        with self._write() as conn:
+            result = conn.execute(self._touch, {"b_key": key, "b_last_seen": last_seen, "b_expires_at": expires_at})
+        return result.rowcount > 0
+
+    def delete(self, key: str) -> bool:
+        with self._write() as conn:
+            result = conn.execute(self._delete, {"b_key": key})
+        return result.rowcount > 0
+
+    def sessions(self, now: float, user: str | None = None) -> list[tuple[str, Record]]:
+        with self._read() as conn:
+            if user is None:
+                rows = conn.execute(self._list, {"b_now": now}).all()
+            else:
+                rows = conn.execute(self._list_user, {"b_now": now, "b_user": user}).all()
+        return [
+            (
+                key,
+                Record(
+                    created_at=created_at,
+                    last_seen=last_seen,
+                    expires_at=expires_at,
+                    permanent=bool(permanent),
+                    user=row_user,
+                    client=None if client is None else _decode_client(client),
+                ),
+            )
+            for key, created_at, last_seen, expires_at, permanent, row_user, client in rows
+        ]
+
+    def cleanup(self, now: float) -> int:
+        total = 0
+        while True:
+            with self._write() as conn:
+                deleted = conn.execute(self._cleanup, {"b_now": now}).rowcount
+            total += deleted
+            if deleted < CLEANUP_BATCH:
+                return total
+
+    def count(self, now: float) -> int:
+        with self._read() as conn:
+            return int(conn.execute(self._count, {"b_now": now}).scalar_one())
+
+    def close(self) -> None:
+        """Close the pool's connections if the store made the engine; an app's own engine is left alone."""
+        if self._owns_engine:
+            self.engine.dispose()
