@@ -29,3 +29,7 @@ class StoreUnavailable(SatchelError):
 
     #: Seconds a client is asked to wait before retrying.
     retry_after: int = 1
+
+
+class SessionTooLarge(SatchelError, ValueError):
+    """The cookie store's session would not fit in a cookie browsers keep (4,093 bytes)."""

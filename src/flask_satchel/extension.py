@@ -6,10 +6,12 @@ import typing as t
 
 from . import settings as _settings
 from .cli import session_cli
+from .cookie_session import CookieSessionInterface
 from .errors import ConfigError, StoreUnavailable
 from .interface import SatchelSessionInterface
 from .manager import SessionManager
 from .stores import open_store
+from .stores.cookie import CookieStore
 
 if t.TYPE_CHECKING:
     from flask import Flask
@@ -39,13 +41,15 @@ class Session:
     def init_app(self, app: Flask) -> SessionManager:
         """Read the config once, open the store and take over ``app.session_interface``."""
         settings = _settings.load(app.config, app.instance_path, app.secret_key)
-        if settings.type == "cookie":
-            raise ConfigError("SESSION_TYPE", "the encrypted cookie store is not available in this release")
         if settings.locking:
             raise ConfigError("SESSION_LOCKING", "per-session locking is not available in this release")
         with app.app_context():  # a Flask-SQLAlchemy ``db`` needs one to hand out its engine
             store = open_store(settings)
-        interface = SatchelSessionInterface(settings, store)
+        interface: SatchelSessionInterface
+        if isinstance(store, CookieStore):
+            interface = CookieSessionInterface(settings, store)
+        else:
+            interface = SatchelSessionInterface(settings, store)
         manager = SessionManager(settings, store, interface)
         app.session_interface = interface
         app.extensions["satchel"] = manager

@@ -22,7 +22,8 @@ import logging
 import time
 import typing as t
 
-from flask.sessions import SessionInterface
+from flask.sessions import SecureCookieSessionInterface, SessionInterface
+from itsdangerous import BadSignature
 
 from . import ids, serialization
 from .errors import SatchelError, StoreUnavailable
@@ -39,6 +40,8 @@ if t.TYPE_CHECKING:
 #: Tampered or malformed cookies and unreadable records are reported here.
 security_log = logging.getLogger("flask_satchel.security")
 log = logging.getLogger("flask_satchel")
+#: Reads legacy Flask cookie sessions for ``SESSION_MIGRATE_FLASK_COOKIES``.
+_flask_cookies = SecureCookieSessionInterface()
 
 
 class SatchelSessionInterface(SessionInterface):
@@ -59,7 +62,17 @@ class SatchelSessionInterface(SessionInterface):
     def new_sid(self) -> str:
         return ids.new_sid(self.settings.id_length)
 
-    handle_of = staticmethod(ids.key_of)
+    def sid_for(self, session: ServerSession) -> str | None:
+        return self._sid(session)
+
+    def handle_for(self, session: ServerSession) -> str:
+        return ids.key_of(self._sid(session))
+
+    def _sid(self, session: ServerSession) -> str:
+        """The session's id, made when first needed (a new session may never need one)."""
+        if session._sid is None:
+            session._sid = self.new_sid()
+        return session._sid
 
     def _sid_from_cookie(self, app: Flask, value: str) -> str | None:
         sid: str | None = value
@@ -101,6 +114,8 @@ class SatchelSessionInterface(SessionInterface):
         session._had_cookie = True
         sid = self._sid_from_cookie(app, value)
         if sid is None:
+            if self.settings.migrate_flask_cookies and self._import_flask_cookie(app, session, value):
+                return
             security_log.warning(
                 "Rejected a malformed or tampered session cookie from %s",
                 request.remote_addr if request is not None else "?",
@@ -130,6 +145,25 @@ class SatchelSessionInterface(SessionInterface):
         session._stored = True
         session._permanent = record.permanent
         session.new = False
+
+    def _import_flask_cookie(self, app: Flask, session: ServerSession, value: str) -> bool:
+        """Take over a valid session cookie of Flask's own kind, so its user stays logged in."""
+        serializer = _flask_cookies.get_signing_serializer(app)
+        if serializer is None:
+            return False
+        try:
+            data = serializer.loads(value, max_age=int(app.permanent_session_lifetime.total_seconds()))
+        except BadSignature:
+            return False
+        if not isinstance(data, dict):
+            return False
+        session._permanent = bool(data.pop("_permanent", self.settings.permanent))
+        dict.update(session, data)
+        session._touched = None
+        session.modified = True
+        session.new = False
+        log.info("Moved a Flask cookie session into Flask-Satchel")
+        return True
 
     def _guard(self, session: ServerSession, op: t.Callable[..., t.Any], *args: t.Any) -> t.Any:
         """Run a store operation; if the store is down, mark the session broken so nothing is written."""
@@ -189,7 +223,7 @@ class SatchelSessionInterface(SessionInterface):
         if not dict.__len__(session):
             if session._stored:
                 # Only this request's deletions: keys other requests added survive.
-                remaining = store.apply(ids.key_of(session.sid), self._change(app, session, now))
+                remaining = store.apply(ids.key_of(self._sid(session)), self._change(app, session, now))
                 if remaining:
                     return
             if session._had_cookie:
@@ -208,15 +242,17 @@ class SatchelSessionInterface(SessionInterface):
                 permanent=session._permanent,
                 user=self._user_of(encoded, session),
             )
-            sid = session.sid
+            sid = self._sid(session)
             store.create(ids.key_of(sid), record)
             session._stored = True
-            self._set_cookie(app, response, sid, record.expires_at if record.permanent else None)
+            self._set_cookie(
+                app, response, self._cookie_value(app, sid), record.expires_at if record.permanent else None
+            )
             return
 
         record = session._record
         assert record is not None
-        key = ids.key_of(session.sid)
+        key = ids.key_of(self._sid(session))
         refresh = self._refresh_due(app, record, now)
         change = self._change(app, session, now if refresh else None)
         if change.set or change.removed or session._permanent_changed:
@@ -224,13 +260,18 @@ class SatchelSessionInterface(SessionInterface):
             if not remaining:  # gone (revoked, destroyed elsewhere) or emptied
                 self._delete_cookie(app, response)
             elif session._permanent_changed or (refresh and session._permanent):
-                self._set_cookie(app, response, session.sid, change.expires_at if change.permanent else None)
+                self._set_cookie(
+                    app,
+                    response,
+                    self._cookie_value(app, self._sid(session)),
+                    change.expires_at if change.permanent else None,
+                )
         elif refresh and app.config["SESSION_REFRESH_EACH_REQUEST"]:
             expires = self._deadline(app, record.created_at, now)
             if not store.touch(key, now, expires):
                 self._delete_cookie(app, response)
             elif session._permanent:
-                self._set_cookie(app, response, session.sid, expires)
+                self._set_cookie(app, response, self._cookie_value(app, self._sid(session)), expires)
 
     def _change(self, app: Flask, session: ServerSession, now: float | None) -> Change:
         """What the request changed, by comparing encoded bytes; ``now`` set means refresh the expiry."""
@@ -267,12 +308,12 @@ class SatchelSessionInterface(SessionInterface):
 
     # Cookies --------------------------------------------------------------
 
-    def _set_cookie(self, app: Flask, response: Response, sid: str, expires_at: float | None) -> None:
-        """Send the id; ``expires_at`` for a permanent session, None for a browser-session cookie."""
+    def _set_cookie(self, app: Flask, response: Response, value: str, expires_at: float | None) -> None:
+        """Send the cookie; ``expires_at`` for a permanent session, None for a browser-session cookie."""
         expires = None if expires_at is None else dt.datetime.fromtimestamp(expires_at, dt.timezone.utc)
         response.set_cookie(
             self.get_cookie_name(app),
-            self._cookie_value(app, sid),
+            value,
             expires=expires,
             httponly=self.get_cookie_httponly(app),
             domain=self.get_cookie_domain(app),

@@ -12,6 +12,8 @@ import datetime as dt
 import re
 import typing as t
 
+from .stores.cookie import CookieStore
+
 if t.TYPE_CHECKING:
     from .interface import SatchelSessionInterface
     from .settings import Settings
@@ -80,7 +82,15 @@ class SessionManager:
         return self.store.delete(handle)
 
     def revoke_user(self, user: t.Any, keep: str | None = None) -> int:
-        """End every session of ``user`` but ``keep``; returns how many ended."""
+        """End every session of ``user`` but ``keep``; returns how many ended.
+
+        With the cookie store, sessions live in browsers and cannot be
+        counted: every cookie of the user sealed before now (but ``keep``'s)
+        is refused from now on, and the count returned is 0.
+        """
+        if isinstance(self.store, CookieStore):
+            self.store.revoke_user(str(user), keep, self._now(), self.settings.absolute_lifetime)
+            return 0
         return sum(self.store.delete(info.handle) for info in self.sessions_of(user) if info.handle != keep)
 
     def cleanup(self) -> int:

@@ -56,6 +56,8 @@ class ServerSession(dict[str, t.Any], SessionMixin):
         self._broken = False
         #: The session id; None until one is needed.
         self._sid: str | None = None
+        #: The cookie store's handle (server stores derive it from the sid).
+        self._handle: str | None = None
         #: The record as loaded (for created_at, last_seen, expiry), if any.
         self._record: Record | None = None
         #: Encoded values as loaded: the baseline the end-of-request diff uses.
@@ -91,17 +93,16 @@ class ServerSession(dict[str, t.Any], SessionMixin):
     # Session identity ------------------------------------------------------
 
     @property
-    def sid(self) -> str:
-        """The secret session id (the cookie's value, before signing)."""
+    def sid(self) -> str | None:
+        """The secret session id (the cookie's value, before signing); None for the cookie store."""
         self._load()
-        if self._sid is None:
-            self._sid = self._interface.new_sid()
-        return self._sid
+        return self._interface.sid_for(self)
 
     @property
     def handle(self) -> str:
         """The public id of this session, safe to show, list and revoke."""
-        return self._interface.handle_of(self.sid)
+        self._load()
+        return self._interface.handle_for(self)
 
     @property
     def permanent(self) -> bool:

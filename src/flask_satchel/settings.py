@@ -77,6 +77,10 @@ class Settings:
     sqlalchemy_table: str = "sessions"
     sqlalchemy_schema: str | None = None
     sqlalchemy_create_table: bool = True
+    #: Accept a valid legacy Flask cookie session once and move it into this store.
+    migrate_flask_cookies: bool = False
+    #: Where the cookie store keeps per-user revocation marks (``SESSION_COOKIE_REVOCATION_URL``).
+    revocation_settings: Settings | None = None
 
 
 def _seconds(config: t.Mapping[str, t.Any], key: str, default: float, *, zero: bool) -> float:
@@ -202,6 +206,30 @@ def load(config: t.Mapping[str, t.Any], instance_path: str, secret_key: t.Any) -
     if schema is not None and not isinstance(schema, str):
         raise ConfigError("SESSION_SQLALCHEMY_SCHEMA", f"expected a schema name or None, got {schema!r}")
 
+    revocation_settings = None
+    revocation_url = config.get("SESSION_COOKIE_REVOCATION_URL")
+    if revocation_url is not None:
+        if kind != "cookie":
+            raise ConfigError("SESSION_COOKIE_REVOCATION_URL", "is only used with SESSION_TYPE='cookie'")
+        try:
+            revocation_settings = load(
+                {
+                    "SESSION_URL": revocation_url,
+                    "SESSION_KEY_PREFIX": f"{prefix}revoked:",
+                    "SESSION_STORE_TIMEOUT": config.get("SESSION_STORE_TIMEOUT", 2.0),
+                    "SESSION_SQLALCHEMY_TABLE": f"{table}_revocations",
+                },
+                instance_path,
+                secret_key,
+            )
+        except ConfigError as e:
+            raise ConfigError("SESSION_COOKIE_REVOCATION_URL", str(e)) from None
+        if revocation_settings.type in ("cookie", "memcached"):
+            raise ConfigError(
+                "SESSION_COOKIE_REVOCATION_URL",
+                f"needs a store that keeps records reliably, not {revocation_settings.type!r}",
+            )
+
     default_file_dir = os.path.join(instance_path, "flask_satchel_sessions")
     return Settings(
         type=kind,
@@ -234,4 +262,6 @@ def load(config: t.Mapping[str, t.Any], instance_path: str, secret_key: t.Any) -
         sqlalchemy_table=table,
         sqlalchemy_schema=schema,
         sqlalchemy_create_table=_flag(config, "SESSION_SQLALCHEMY_CREATE_TABLE", True),
+        migrate_flask_cookies=_flag(config, "SESSION_MIGRATE_FLASK_COOKIES", False),
+        revocation_settings=revocation_settings,
     )

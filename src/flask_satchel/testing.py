@@ -7,7 +7,8 @@ fixture each:
   directly; provide ``store``, a fresh store with no records.
 - :class:`AppContract` checks every session semantic of Flask-Satchel's
   contract through a real Flask app; provide ``config``, the app config that
-  selects the store (it must start with no sessions).
+  selects the store (it must start with no sessions). Its base,
+  :class:`SessionContract`, holds what a client-side store gives too.
 
 Run against the real server, never a mock of it::
 
@@ -45,7 +46,7 @@ from .manager import SessionManager
 from .session import ServerSession
 from .stores.base import Change, Record, Store
 
-__all__ = ["AppContract", "CountingStore", "StoreContract", "live_server"]
+__all__ = ["AppContract", "CountingStore", "SessionContract", "StoreContract", "live_server"]
 
 HOUR = 3600.0
 
@@ -303,12 +304,8 @@ def _get(address: tuple[str, int], path: str, cookie: str | None = None) -> tupl
         conn.close()
 
 
-class AppContract:
-    """Every session semantic of the contract, checked through a Flask app."""
-
-    #: False for stores that cannot list or count every session (Memcached):
-    #: ``count()`` must then raise ``NotSupported``.
-    lists_everything = True
+class SessionContract:
+    """What every session store gives, the cookie store included, checked through a Flask app."""
 
     @pytest.fixture
     def config(self) -> dict[str, t.Any]:
@@ -454,69 +451,6 @@ class AppContract:
         client.get("/cart-plain/pear")
         assert client.get("/get/cart").text == repr({"items": ["apple", "pear"]})
 
-    # 2. No lost updates --------------------------------------------------------
-
-    def test_overlapping_requests_keep_every_key(self, app: Flask) -> None:
-        """32 overlapping requests of one session, each adding its own key, all survive."""
-        with live_server(app) as address:
-            _, _, cookie = _get(address, "/set/start/1")
-            assert cookie
-            with concurrent.futures.ThreadPoolExecutor(32) as pool:
-                statuses = list(pool.map(lambda i: _get(address, f"/slow-add/{i}", cookie)[0], range(32)))
-            assert statuses == [200] * 32
-            _, body, _ = _get(address, "/dump", cookie)
-        expected = sorted([("start", "1"), *((f"k{i}", i) for i in range(32))])
-        assert body == repr(expected)
-
-    def test_only_changed_keys_are_written(self, app: Flask) -> None:
-        """A request that changes one key sends only that key to the store."""
-        client = app.test_client()
-        client.get("/set/a/1")
-        client.get("/set/b/2")
-        interface = t.cast(SatchelSessionInterface, app.session_interface)
-        applied: list[Change] = []
-        real = interface.store.apply
-
-        def spy(key: str, change: Change) -> int | None:
-            applied.append(change)
-            return real(key, change)
-
-        interface.store.apply = spy  # type: ignore[method-assign]
-        client.get("/set/b/3")
-        assert [(c.set, c.removed) for c in applied] == [({"b": applied[0].set["b"]}, [])]
-
-    # 3. No resurrection ---------------------------------------------------------
-
-    def test_slow_write_after_destroy_stays_dead(self, app: Flask, manager: SessionManager) -> None:
-        """A request that started before destroy() cannot bring the session back."""
-        app.config["TEST_PAUSE"] = 0.5
-        with live_server(app) as address:
-            _, _, cookie = _get(address, "/set/a/1")
-            with concurrent.futures.ThreadPoolExecutor(1) as pool:
-                slow = pool.submit(_get, address, "/slow-add/7", cookie)
-                time.sleep(0.2)
-                status, _, _ = _get(address, "/destroy", cookie)
-                assert status == 200
-                assert slow.result()[0] == 200
-            _, body, _ = _get(address, "/dump", cookie)
-        assert body == "[]"
-        assert manager.sessions() == [] or manager.count() == 0
-
-    def test_regenerate_kills_old_sid(self, app: Flask) -> None:
-        """regenerate() keeps the data under a new id; the old id is dead at once."""
-        client = app.test_client()
-        client.get("/set/a/1")
-        old = client.get_cookie("session")
-        assert old is not None
-        response = client.get("/regenerate")
-        new = client.get_cookie("session")
-        assert new is not None
-        assert new.value != old.value
-        assert response.headers.getlist("Set-Cookie")
-        assert client.get("/get/a").text == "'1'"
-        client.set_cookie("session", old.value)
-        assert client.get("/get/a").text == "None"
-
     def test_destroy_deletes_cookie(self, app: Flask) -> None:
         """destroy() expires the cookie and leaves an empty session."""
         client = app.test_client()
@@ -567,16 +501,6 @@ class AppContract:
         other.set_cookie("session", handle)
         assert other.get("/get/a").text == "None"
 
-    def test_store_is_keyed_by_a_hash(self, app: Flask, manager: SessionManager) -> None:
-        """The store never sees the sid: records are listed under the handle, which differs."""
-        client = app.test_client()
-        client.get("/login/zoe")
-        cookie = client.get_cookie("session")
-        assert cookie is not None
-        handles = [info.handle for info in manager.sessions_of("zoe")]
-        assert handles == [client.get("/handle").text]
-        assert cookie.value not in handles
-
     # 5. Expiry ----------------------------------------------------------------
 
     def test_idle_timeout(self, app: Flask, clock: list[float]) -> None:
@@ -617,6 +541,100 @@ class AppContract:
         assert "Set-Cookie" not in response.headers
         assert "Vary" not in response.headers
 
+    # 8. Bad input ----------------------------------------------------------------
+
+    @pytest.mark.parametrize(
+        "cookie",
+        ["garbage", "A" * 42 + "!", "A" * 4000, "", "Zm9v.YmFy.YmF6", "%ff%fe", "A" * 42 + "é"],
+    )
+    def test_bad_cookie_is_empty_session(self, app: Flask, cookie: str, caplog: pytest.LogCaptureFixture) -> None:
+        """Tampered, truncated, oversized and non-UTF-8 cookies are an empty session, never an error."""
+        client = app.test_client()
+        client.set_cookie("session", cookie)
+        with caplog.at_level(logging.WARNING, "flask_satchel.security"):
+            response = client.get("/dump")
+        assert response.status_code == 200
+        assert response.text == "[]"
+        if cookie:
+            assert any(r.name == "flask_satchel.security" for r in caplog.records)
+
+
+class AppContract(SessionContract):
+    """Every session semantic of the contract for a server-side store."""
+
+    #: False for stores that cannot list or count every session (Memcached):
+    #: ``count()`` must then raise ``NotSupported``.
+    lists_everything = True
+
+    def test_overlapping_requests_keep_every_key(self, app: Flask) -> None:
+        """32 overlapping requests of one session, each adding its own key, all survive."""
+        with live_server(app) as address:
+            _, _, cookie = _get(address, "/set/start/1")
+            assert cookie
+            with concurrent.futures.ThreadPoolExecutor(32) as pool:
+                statuses = list(pool.map(lambda i: _get(address, f"/slow-add/{i}", cookie)[0], range(32)))
+            assert statuses == [200] * 32
+            _, body, _ = _get(address, "/dump", cookie)
+        expected = sorted([("start", "1"), *((f"k{i}", i) for i in range(32))])
+        assert body == repr(expected)
+
+    def test_only_changed_keys_are_written(self, app: Flask) -> None:
+        """A request that changes one key sends only that key to the store."""
+        client = app.test_client()
+        client.get("/set/a/1")
+        client.get("/set/b/2")
+        interface = t.cast(SatchelSessionInterface, app.session_interface)
+        applied: list[Change] = []
+        real = interface.store.apply
+
+        def spy(key: str, change: Change) -> int | None:
+            applied.append(change)
+            return real(key, change)
+
+        interface.store.apply = spy  # type: ignore[method-assign]
+        client.get("/set/b/3")
+        assert [(c.set, c.removed) for c in applied] == [({"b": applied[0].set["b"]}, [])]
+
+    def test_slow_write_after_destroy_stays_dead(self, app: Flask, manager: SessionManager) -> None:
+        """A request that started before destroy() cannot bring the session back."""
+        app.config["TEST_PAUSE"] = 0.5
+        with live_server(app) as address:
+            _, _, cookie = _get(address, "/set/a/1")
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                slow = pool.submit(_get, address, "/slow-add/7", cookie)
+                time.sleep(0.2)
+                status, _, _ = _get(address, "/destroy", cookie)
+                assert status == 200
+                assert slow.result()[0] == 200
+            _, body, _ = _get(address, "/dump", cookie)
+        assert body == "[]"
+        assert manager.sessions() == [] or manager.count() == 0
+
+    def test_regenerate_kills_old_sid(self, app: Flask) -> None:
+        """regenerate() keeps the data under a new id; the old id is dead at once."""
+        client = app.test_client()
+        client.get("/set/a/1")
+        old = client.get_cookie("session")
+        assert old is not None
+        response = client.get("/regenerate")
+        new = client.get_cookie("session")
+        assert new is not None
+        assert new.value != old.value
+        assert response.headers.getlist("Set-Cookie")
+        assert client.get("/get/a").text == "'1'"
+        client.set_cookie("session", old.value)
+        assert client.get("/get/a").text == "None"
+
+    def test_store_is_keyed_by_a_hash(self, app: Flask, manager: SessionManager) -> None:
+        """The store never sees the sid: records are listed under the handle, which differs."""
+        client = app.test_client()
+        client.get("/login/zoe")
+        cookie = client.get_cookie("session")
+        assert cookie is not None
+        handles = [info.handle for info in manager.sessions_of("zoe")]
+        assert handles == [client.get("/handle").text]
+        assert cookie.value not in handles
+
     def test_read_only_request_reads_once(self, app: Flask, clock: list[float]) -> None:
         """A read-only request inside the refresh interval is one load, no write, no cookie."""
         client = app.test_client()
@@ -645,25 +663,6 @@ class AppContract:
         response = client.get("/get/p")
         assert counting.calls == ["load", "touch"]
         assert "Expires=" in response.headers["Set-Cookie"]
-
-    # 8. Bad input ----------------------------------------------------------------
-
-    @pytest.mark.parametrize(
-        "cookie",
-        ["garbage", "A" * 42 + "!", "A" * 4000, "", "Zm9v.YmFy.YmF6", "%ff%fe", "A" * 42 + "é"],
-    )
-    def test_bad_cookie_is_empty_session(self, app: Flask, cookie: str, caplog: pytest.LogCaptureFixture) -> None:
-        """Tampered, truncated, oversized and non-UTF-8 cookies are an empty session, never an error."""
-        client = app.test_client()
-        client.set_cookie("session", cookie)
-        with caplog.at_level(logging.WARNING, "flask_satchel.security"):
-            response = client.get("/dump")
-        assert response.status_code == 200
-        assert response.text == "[]"
-        if cookie:
-            assert any(r.name == "flask_satchel.security" for r in caplog.records)
-
-    # The user index ------------------------------------------------------------------
 
     def test_sessions_of_and_revoke_user(self, app: Flask, manager: SessionManager) -> None:
         """sessions_of lists a user's sessions; revoke_user(keep=…) logs out the others."""

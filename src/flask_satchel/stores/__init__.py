@@ -25,6 +25,7 @@ STORES = {
     "redis": "redis:RedisStore",
     "sqlalchemy": "sql:SQLStore",
     "memcached": "memcached:MemcachedStore",
+    "cookie": "cookie:CookieStore",
 }
 
 

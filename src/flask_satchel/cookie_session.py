@@ -1,0 +1,169 @@
+"""The ``SessionInterface`` of the encrypted cookie store.
+
+Everything the server-side interface does about expiry, refresh, change
+detection and cookie attributes holds here too; what differs is where the
+session lives. It is sealed into the cookie (see ``stores/cookie.py``), so
+there is no sid (``session.sid`` is None), the handle is a random id sealed
+with the data, and a change means a new cookie rather than a store write.
+"""
+
+from __future__ import annotations
+
+import secrets
+import typing as t
+
+from werkzeug.http import dump_cookie
+
+from . import serialization
+from .errors import SessionTooLarge
+from .interface import SatchelSessionInterface, security_log
+from .stores.base import Record, merge
+from .stores.cookie import CookieStore, Sealed
+
+if t.TYPE_CHECKING:
+    from flask import Flask, Response
+
+    from .session import ServerSession
+    from .settings import Settings
+
+#: The largest Set-Cookie browsers are sure to keep, as Flask counts it.
+MAX_COOKIE_SIZE = 4093
+
+
+class CookieSessionInterface(SatchelSessionInterface):
+    """Sessions sealed into the cookie with AES-256-GCM."""
+
+    store: CookieStore
+
+    def __init__(self, settings: Settings, store: CookieStore) -> None:
+        super().__init__(settings, store)
+
+    def sid_for(self, session: ServerSession) -> str | None:
+        return None
+
+    def handle_for(self, session: ServerSession) -> str:
+        if session._handle is None:
+            session._handle = secrets.token_hex(16)
+        return session._handle
+
+    def _secrets(self, app: Flask) -> list[str | bytes]:
+        """Newest first: the current key, then the fallbacks from newest to oldest."""
+        return [app.secret_key, *reversed(app.config.get("SECRET_KEY_FALLBACKS") or ())]
+
+    def load(self, session: ServerSession) -> None:
+        app, request = session._app, session._request
+        name = self.get_cookie_name(app)
+        value = request.cookies.get(name) if request is not None else None
+        if value is None:
+            return
+        session._had_cookie = True
+        sealed = self.store.sealer.open(value, name, self._secrets(app))
+        if sealed is None:
+            if self.settings.migrate_flask_cookies and self._import_flask_cookie(app, session, value):
+                return
+            security_log.warning(
+                "Rejected a tampered, truncated or foreign session cookie from %s",
+                request.remote_addr if request is not None else "?",
+            )
+            return
+        now = self.now()
+        if now >= min(sealed.expires_at, self._deadline(app, sealed.created_at, sealed.last_seen)):
+            security_log.info("Refused an expired session cookie (session %s)", sealed.handle)
+            return
+        if sealed.user is not None:
+            after, kept = self._guard(session, self.store.valid_after, sealed.user)
+            if sealed.issued_at < after and sealed.handle != kept:
+                security_log.info("Refused a revoked session cookie (session %s)", sealed.handle)
+                return
+        try:
+            data = serialization.decode(sealed.data)
+        except (ValueError, TypeError) as e:
+            security_log.warning("Unreadable session cookie %s, starting a new session: %s", sealed.handle, e)
+            return
+        dict.update(session, data)
+        session._handle = sealed.handle
+        session._record = sealed.record()
+        session._original = sealed.data
+        session._stored = True
+        session._permanent = sealed.permanent
+        session.new = False
+
+    def regenerate(self, session: ServerSession) -> None:
+        # A sealed cookie cannot be recalled; a new handle and a fresh seal
+        # are what regenerate can honestly do (revoke_user refuses old seals).
+        session._handle = secrets.token_hex(16)
+        session._stored = False
+        session.modified = True
+
+    def destroy(self, session: ServerSession) -> None:
+        dict.clear(session)
+        session._handle = None
+        session._record = None
+        session._original = {}
+        session._stored = False
+        session._permanent = self.settings.permanent
+        session.modified = True
+
+    def _save(self, app: Flask, session: ServerSession, response: Response) -> None:
+        now = self.now()
+        if not dict.__len__(session):
+            if session._had_cookie:
+                self._delete_cookie(app, response)
+            return
+        record = session._record
+        if not session._stored or record is None:
+            created = record.created_at if record is not None else now
+            encoded = serialization.encode(session)
+            record = Record(
+                data=encoded,
+                created_at=created,
+                last_seen=now,
+                expires_at=self._deadline(app, created, now),
+                permanent=session._permanent,
+                user=self._user_of(encoded, session),
+            )
+        else:
+            refresh = self._refresh_due(app, record, now)
+            change = self._change(app, session, now if refresh else None)
+            changed = bool(change.set or change.removed or session._permanent_changed)
+            if not (changed or (refresh and app.config["SESSION_REFRESH_EACH_REQUEST"])):
+                return
+            record = merge(record, change)
+        sealed = Sealed(
+            handle=self.handle_for(session),
+            issued_at=now,
+            created_at=record.created_at,
+            last_seen=record.last_seen,
+            expires_at=record.expires_at,
+            permanent=record.permanent,
+            user=record.user,
+            data=record.data,
+        )
+        name = self.get_cookie_name(app)
+        value = self.store.sealer.seal(sealed, name, app.secret_key)  # type: ignore[arg-type]
+        expires_at = record.expires_at if record.permanent else None
+        self._check_size(app, name, value, expires_at)
+        self._set_cookie(app, response, value, expires_at)
+
+    def _check_size(self, app: Flask, name: str, value: str, expires_at: float | None) -> None:
+        size = len(
+            dump_cookie(
+                name,
+                value,
+                expires=expires_at,
+                path=self.get_cookie_path(app),
+                domain=self.get_cookie_domain(app),
+                secure=self.get_cookie_secure(app),
+                httponly=self.get_cookie_httponly(app),
+                samesite=self.get_cookie_samesite(app) or "Lax",
+                partitioned=self.get_cookie_partitioned(app),
+                max_size=0,
+            )
+        )
+        limit = app.config.get("MAX_COOKIE_SIZE") or MAX_COOKIE_SIZE
+        if size > limit:
+            raise SessionTooLarge(
+                f"The session cookie would be {size} bytes, over the {limit}-byte limit browsers keep;"
+                " store less in the session, or move to a server-side store (SESSION_TYPE='sqlite',"
+                " the default, or 'redis'), which has no such limit"
+            )
