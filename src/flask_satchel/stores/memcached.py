@@ -253,14 +253,15 @@ class MemcachedStore:
         if client is not None and settings.url is not None:
             raise ConfigError("SESSION_MEMCACHED", "give either a client or a memcached:// SESSION_URL, not both")
         if client is not None:
-            problems = []
-            for server in _servers_of(client):
-                if not getattr(server.client, "no_delay", True):
-                    problems.append("no_delay=False makes every write wait ~40 ms (Nagle's algorithm)")
-                if getattr(server.client, "timeout", 0) is None:
-                    problems.append("timeout=None lets a frozen server hang requests for ever")
-            if problems:
-                warnings.warn(f"SESSION_MEMCACHED: {'; '.join(dict.fromkeys(problems))}", RuntimeWarning, stacklevel=4)
+            # No_delay does not matter here (every command waits for its
+            # answer, see above), but a missing timeout does.
+            if any(getattr(server.client, "timeout", 0) is None for server in _servers_of(client)):
+                warnings.warn(
+                    "SESSION_MEMCACHED: the client has timeout=None, so a memcached that hangs hangs requests"
+                    " for ever instead of answering 503; create it with timeout= and connect_timeout=",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
             return cls(client, prefix=settings.key_prefix, index_lifetime=settings.absolute_lifetime)
         # Flask-Session's default when neither a client nor a URL is given.
         servers = _parse_url(settings.url) if settings.url is not None else [("127.0.0.1", _DEFAULT_PORT)]
