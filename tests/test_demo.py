@@ -131,8 +131,10 @@ def test_sessions_page_lists_both_logins_and_revoke_logs_out(app: Flask, manager
     for handle in handles:
         assert handle[:8] in page
     assert page.count("this session") == 1
-    phone_handle = phone.get("/sessions").text.split('class="current"', 1)[1]
-    phone_handle = re.search(r'name="handle" value="([0-9a-f]+)"', phone_handle).group(1)  # type: ignore[union-attr]
+    phone_row = phone.get("/sessions").text.split('class="current"', 1)[1]
+    match = re.search(r'name="handle" value="([0-9a-f]+)"', phone_row)
+    assert match is not None
+    phone_handle = match.group(1)
     response = laptop.post("/sessions/revoke", data={"handle": phone_handle, "csrf_token": token(laptop, "/sessions")})
     assert response.status_code == 302
     assert "Logged in as" not in phone.get("/").text
