@@ -32,6 +32,7 @@ _DATE = 5
 _TIME = 6
 _TIMEDELTA = 7
 
+_MICRO = dt.timedelta(microseconds=1)
 _encoder = msgspec.msgpack.Encoder()
 _encode = _encoder.encode
 _Ext = msgspec.msgpack.Ext
@@ -59,12 +60,14 @@ def _prepare(value: t.Any) -> t.Any:
         return _Ext(_MARKUP, str(value.__html__()).encode())
     if cls is uuid.UUID:
         return _Ext(_UUID, value.bytes)
-    if cls is dt.datetime:
-        return _Ext(_DATETIME, value.isoformat().encode())
+    if cls is dt.datetime or cls is dt.time:
+        # The local part as ISO text and the UTC offset in microseconds: exact
+        # for any offset, which ISO text with an offset is not.
+        offset = value.utcoffset()
+        payload = [value.replace(tzinfo=None).isoformat(), None if offset is None else offset // _MICRO]
+        return _Ext(_DATETIME if cls is dt.datetime else _TIME, _encode(payload))
     if cls is dt.date:
         return _Ext(_DATE, value.isoformat().encode())
-    if cls is dt.time:
-        return _Ext(_TIME, value.isoformat().encode())
     if cls is dt.timedelta:
         return _Ext(_TIMEDELTA, _encode([value.days, value.seconds, value.microseconds]))
     # Subclasses of the plain types (an IntEnum, an OrderedDict) are stored as
@@ -86,12 +89,12 @@ def _ext_hook(code: int, data: memoryview) -> t.Any:
         return Markup(bytes(data).decode())
     if code == _UUID:
         return uuid.UUID(bytes=bytes(data))
-    if code == _DATETIME:
-        return dt.datetime.fromisoformat(bytes(data).decode())
+    if code in (_DATETIME, _TIME):
+        text, offset = _decode(data)
+        parsed = (dt.datetime if code == _DATETIME else dt.time).fromisoformat(text)
+        return parsed if offset is None else parsed.replace(tzinfo=dt.timezone(offset * _MICRO))
     if code == _DATE:
         return dt.date.fromisoformat(bytes(data).decode())
-    if code == _TIME:
-        return dt.time.fromisoformat(bytes(data).decode())
     if code == _TIMEDELTA:
         days, seconds, micros = _decode(data)
         return dt.timedelta(days, seconds, micros)
