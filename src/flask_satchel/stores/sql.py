@@ -108,6 +108,9 @@ def _bounded_psycopg_connection() -> type[t.Any]:
     """
     import psycopg
 
+    if not hasattr(psycopg.errors, "_WaitTimeout"):  # before psycopg 3.3: statement_timeout only
+        return psycopg.Connection
+
     class BoundedConnection(psycopg.Connection[t.Any]):
         #: Seconds to wait for any answer from the server.
         answer_timeout: float = 2.0
@@ -169,7 +172,8 @@ def _make_engine(url: SplitResult, timeout: float) -> sa.Engine:
         if connection_class is None:
             return None  # the dialect connects as usual
         conn = connection_class.connect(*cargs, **cparams)
-        conn.answer_timeout = timeout
+        if hasattr(conn, "answer_timeout"):
+            conn.answer_timeout = timeout
         return conn
 
     return engine
@@ -455,6 +459,8 @@ class SQLStore:
                 ),
             )
             for key, created_at, last_seen, expires_at, permanent, row_user, client in rows
+            # Exact, whatever the column's collation: MySQL's pads trailing spaces.
+            if user is None or row_user == user
         ]
 
     def cleanup(self, now: float) -> int:

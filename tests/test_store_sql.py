@@ -1,0 +1,512 @@
+"""The SQLAlchemy store on PostgreSQL, MariaDB and SQLite, against the real databases.
+
+Each database gets one table with a unique name for the test run, dropped at
+the end; each test works under its own key prefix in it, so a test starts
+with no sessions and never touches another test's rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+import typing as t
+import uuid
+
+import pytest
+import sqlalchemy as sa
+from conftest import require
+from flask import Flask, session
+
+from flask_satchel import ConfigError, SatchelError, Session
+from flask_satchel.manager import SessionManager
+from flask_satchel.settings import load
+from flask_satchel.stores.base import Change, Record
+from flask_satchel.stores.sql import CLEANUP_BATCH, SQLStore, make_table
+from flask_satchel.testing import AppContract, StoreContract
+
+POSTGRESQL_URL = os.environ.get("SATCHEL_TEST_POSTGRESQL", "postgresql://postgres@127.0.0.1:5432/test")
+MARIADB_URL = os.environ.get("SATCHEL_TEST_MARIADB", "mysql://root@127.0.0.1:3306/test")
+#: The table every test of this run shares, each under its own prefix.
+TABLE = f"satchel_test_{uuid.uuid4().hex[:10]}"
+HOUR = 3600.0
+
+
+@dataclasses.dataclass
+class Backend:
+    """One database: how the app config selects it, and an engine for checking it."""
+
+    name: str
+    #: ``SESSION_URL`` or ``SESSION_SQLALCHEMY`` selecting the database.
+    config: dict[str, t.Any]
+    engine: sa.Engine
+
+    def store(self, prefix: str, **config: t.Any) -> SQLStore:
+        settings = load(
+            {"SESSION_TYPE": "sqlalchemy", "SESSION_SQLALCHEMY_TABLE": TABLE, "SESSION_KEY_PREFIX": prefix}
+            | self.config
+            | config,
+            "/nonexistent",
+            None,
+        )
+        return SQLStore.from_settings(settings)
+
+    def drop(self, table: str) -> None:
+        make_table(table).drop(self.engine, checkfirst=True)
+
+
+def _server_backend(name: str, url: str) -> t.Iterator[Backend]:
+    driver = {"postgresql": "postgresql+psycopg", "mysql": "mysql+pymysql"}
+    sa_url = sa.make_url(url)
+    sa_url = sa_url.set(drivername=driver.get(sa_url.drivername, sa_url.drivername))
+    engine = sa.create_engine(sa_url, connect_args={"connect_timeout": 2})
+    try:
+        with engine.connect():
+            pass
+    except sa.exc.DBAPIError as e:
+        engine.dispose()
+        require(False, f"{name} is not reachable at {url}: {e.orig}")
+    backend = Backend(name, {"SESSION_URL": url}, engine)
+    yield backend
+    backend.drop(TABLE)
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgresql() -> t.Iterator[Backend]:
+    yield from _server_backend("PostgreSQL", POSTGRESQL_URL)
+
+
+@pytest.fixture(scope="session")
+def mariadb() -> t.Iterator[Backend]:
+    yield from _server_backend("MariaDB", MARIADB_URL)
+
+
+@pytest.fixture(scope="session")
+def sqlite(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[Backend]:
+    engine = sa.create_engine(f"sqlite:///{tmp_path_factory.mktemp('sql') / 'sessions.sqlite3'}")
+    yield Backend("SQLite", {"SESSION_SQLALCHEMY": engine}, engine)
+    engine.dispose()
+
+
+@pytest.fixture(params=["postgresql", "mariadb", "sqlite"])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    return t.cast(Backend, request.getfixturevalue(request.param))
+
+
+def _prefix() -> str:
+    return f"t{uuid.uuid4().hex[:12]}:"
+
+
+def _record(now: float, user: str | None = None, expires_at: float | None = None) -> Record:
+    return Record(
+        data={"a": b"\x01"},
+        created_at=now,
+        last_seen=now,
+        expires_at=now + HOUR if expires_at is None else expires_at,
+        user=user,
+    )
+
+
+# The shared contracts, on each database -------------------------------------------
+
+
+class StoreOnBackend(StoreContract):
+    @pytest.fixture
+    def store(self, backend: Backend) -> t.Iterator[SQLStore]:
+        store = backend.store(_prefix())
+        yield store
+        with backend.engine.begin() as conn:
+            conn.execute(sa.delete(store.table).where(store.table.c.prefix == store.prefix))
+        store.close()
+
+
+class TestPostgreSQLStore(StoreOnBackend):
+    @pytest.fixture
+    def backend(self, postgresql: Backend) -> Backend:
+        return postgresql
+
+
+class TestMariaDBStore(StoreOnBackend):
+    @pytest.fixture
+    def backend(self, mariadb: Backend) -> Backend:
+        return mariadb
+
+
+class TestSQLiteStore(StoreOnBackend):
+    @pytest.fixture
+    def backend(self, sqlite: Backend) -> Backend:
+        return sqlite
+
+
+class AppOnBackend(AppContract):
+    @pytest.fixture
+    def config(self, backend: Backend) -> dict[str, t.Any]:
+        return {"SESSION_TYPE": "sqlalchemy", "SESSION_SQLALCHEMY_TABLE": TABLE, **backend.config}
+
+    def test_statements_per_request(self, app: Flask) -> None:
+        """A read-only request is one SELECT; a one-key change adds one transaction: lock, write, commit."""
+        client = app.test_client()
+        client.get("/set/a/1")
+        engine = t.cast(SQLStore, app.extensions["satchel"].store).engine
+        transactions: list[list[str]] = []
+        commits: list[bool] = []
+
+        def on_begin(conn: sa.Connection) -> None:
+            transactions.append([])
+
+        def on_statement(conn: t.Any, cursor: t.Any, statement: str, *args: t.Any) -> None:
+            words = statement.split()
+            transactions[-1].append(words[0] + (" FOR UPDATE" if "FOR UPDATE" in statement else ""))
+
+        def on_commit(conn: sa.Connection) -> None:
+            commits.append(True)
+
+        listeners: list[tuple[str, t.Callable[..., t.Any]]] = [
+            ("begin", on_begin),
+            ("before_cursor_execute", on_statement),
+            ("commit", on_commit),
+        ]
+        for name, fn in listeners:
+            sa.event.listen(engine, name, fn)
+        try:
+            assert client.get("/get/a").text == "'1'"
+            assert (transactions, commits) == ([["SELECT"]], [])
+            transactions.clear()
+            assert client.get("/set/a/2").status_code == 200
+        finally:
+            for name, fn in listeners:
+                sa.event.remove(engine, name, fn)
+        if engine.dialect.name == "sqlite":
+            assert transactions == [["SELECT"], ["UPDATE", "SELECT", "UPDATE"]]
+        else:
+            assert transactions == [["SELECT"], ["SELECT FOR UPDATE", "UPDATE"]]
+        assert commits == [True]
+        assert client.get("/get/a").text == "'2'"
+
+
+class TestPostgreSQLApp(AppOnBackend):
+    @pytest.fixture
+    def backend(self, postgresql: Backend) -> Backend:
+        return postgresql
+
+
+class TestMariaDBApp(AppOnBackend):
+    @pytest.fixture
+    def backend(self, mariadb: Backend) -> Backend:
+        return mariadb
+
+
+class TestSQLiteApp(AppOnBackend):
+    @pytest.fixture
+    def backend(self, sqlite: Backend) -> Backend:
+        return sqlite
+
+
+# What is particular to the SQL store ---------------------------------------------------
+
+
+def test_apps_sharing_a_table_stay_apart(backend: Backend) -> None:
+    """Two apps with different key prefixes in one table never see each other's sessions."""
+    now = time.time()
+    one, two = backend.store(_prefix()), backend.store(_prefix())
+    try:
+        one.create("k", _record(now, user="u"))
+        two.create("k", Record(data={"b": b"\x02"}, created_at=now, last_seen=now, expires_at=now + 10, user="u"))
+        assert [k for k, _ in one.sessions(now, "u")] == ["k"]
+        assert (one.count(now), two.count(now)) == (1, 1)
+        assert one.cleanup(now + 60) == 0
+        assert two.cleanup(now + 60) == 1
+        record = one.load("k")
+        assert record is not None
+        assert record.data == {"a": b"\x01"}
+        assert two.load("k") is None
+    finally:
+        one.delete("k")
+        one.close()
+        two.close()
+
+
+def test_user_names_match_exactly(backend: Backend) -> None:
+    """Listing a user's sessions matches case and trailing spaces exactly, on MariaDB too."""
+    now = time.time()
+    store = backend.store(_prefix())
+    try:
+        for i, user in enumerate(["alice", "Alice", "alice "]):
+            store.create(f"k{i}", _record(now, user=user))
+        assert [k for k, _ in store.sessions(now, "alice")] == ["k0"]
+        assert [r.user for _, r in store.sessions(now, "Alice")] == ["Alice"]
+    finally:
+        for i in range(3):
+            store.delete(f"k{i}")
+        store.close()
+
+
+def test_cleanup_deletes_in_bounded_batches(backend: Backend) -> None:
+    """cleanup() removes every expired row, at most CLEANUP_BATCH per transaction, and keeps live ones."""
+    now = time.time()
+    store = backend.store(_prefix())
+    rows = [
+        {
+            "prefix": store.prefix,
+            "key": f"{i:032x}",
+            "data": b"\x80",
+            "created_at": now - HOUR,
+            "last_seen": now - HOUR,
+            "expires_at": now - 1,
+            "permanent": False,
+            "user": None,
+            "client": None,
+        }
+        for i in range(CLEANUP_BATCH + 7)
+    ]
+    deletes: list[int] = []
+
+    def on_delete(conn: t.Any, cursor: t.Any, statement: str, *args: t.Any) -> None:
+        if statement.startswith("DELETE"):
+            deletes.append(cursor.rowcount)
+
+    try:
+        with backend.engine.begin() as conn:
+            conn.execute(sa.insert(store.table), rows)
+        store.create("live", _record(now))
+        sa.event.listen(store.engine, "after_cursor_execute", on_delete)
+        try:
+            assert store.cleanup(now) == CLEANUP_BATCH + 7
+        finally:
+            sa.event.remove(store.engine, "after_cursor_execute", on_delete)
+        assert deletes == [CLEANUP_BATCH, 7]
+        assert store.count(now) == 1
+        assert store.load("live") is not None
+    finally:
+        store.delete("live")
+        store.close()
+
+
+def test_large_session_round_trips(backend: Backend) -> None:
+    """A session larger than MySQL's 64 KiB BLOB is stored whole."""
+    now = time.time()
+    store = backend.store(_prefix())
+    big = os.urandom(300_000)
+    try:
+        store.create("big", Record(data={"blob": big}, created_at=now, last_seen=now, expires_at=now + HOUR))
+        assert store.apply("big", Change(set={"x": b"\x01"}, last_seen=now, expires_at=now + HOUR)) == 2
+        record = store.load("big")
+        assert record is not None
+        assert record.data == {"blob": big, "x": b"\x01"}
+    finally:
+        store.delete("big")
+        store.close()
+
+
+def test_table_is_public_for_alembic(backend: Backend) -> None:
+    """The store's table, on its own MetaData, has the columns and both indexes."""
+    store = backend.store(_prefix())
+    try:
+        assert store.table.metadata is store.metadata
+        assert store.table.name == TABLE
+        assert [c.name for c in store.table.primary_key] == ["prefix", "key"]
+        indexed = {tuple(c.name for c in index.columns) for index in store.table.indexes}
+        assert indexed == {("prefix", "expires_at"), ("prefix", "user")}
+        columns = {c["name"] for c in sa.inspect(backend.engine).get_columns(TABLE)}
+        assert columns == {c.name for c in store.table.columns}
+    finally:
+        store.close()
+
+
+# Creating the table ---------------------------------------------------------------------
+
+
+def _app(backend: Backend, table: str, **config: t.Any) -> Flask:
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY="sql-test",
+        SESSION_TYPE="sqlalchemy",
+        SESSION_SQLALCHEMY_TABLE=table,
+        SESSION_KEY_PREFIX=_prefix(),
+        **backend.config,
+        **config,
+    )
+
+    @app.get("/set/<value>")
+    def set_value(value: str) -> str:
+        session["v"] = value
+        return "ok"
+
+    @app.get("/get")
+    def get_value() -> str:
+        return repr(session.get("v"))
+
+    return app
+
+
+def test_table_created_at_init_app_not_on_requests(backend: Backend) -> None:
+    """Session(app) creates the table; requests run no DDL."""
+    table = f"satchel_new_{uuid.uuid4().hex[:10]}"
+    app = _app(backend, table)
+    try:
+        assert not sa.inspect(backend.engine).has_table(table)
+        Session(app)
+        assert sa.inspect(backend.engine).has_table(table)
+        store = t.cast(SQLStore, app.extensions["satchel"].store)
+        statements: list[str] = []
+
+        def on_statement(conn: t.Any, cursor: t.Any, statement: str, *args: t.Any) -> None:
+            statements.append(statement)
+
+        sa.event.listen(store.engine, "before_cursor_execute", on_statement)
+        client = app.test_client()
+        client.get("/set/x")
+        assert client.get("/get").text == "'x'"
+        sa.event.remove(store.engine, "before_cursor_execute", on_statement)
+        assert statements
+        assert not [s for s in statements if s.lstrip().upper().startswith(("CREATE", "PRAGMA"))]
+        store.close()
+    finally:
+        backend.drop(table)
+
+
+def test_create_table_false_creates_nothing(backend: Backend) -> None:
+    """With SESSION_SQLALCHEMY_CREATE_TABLE = False nothing is created; requests fail naming the fix."""
+    table = f"satchel_none_{uuid.uuid4().hex[:10]}"
+    app = _app(backend, table, SESSION_SQLALCHEMY_CREATE_TABLE=False, PROPAGATE_EXCEPTIONS=True)
+    try:
+        Session(app)
+        assert not sa.inspect(backend.engine).has_table(table)
+        client = app.test_client()
+        with pytest.raises(SatchelError, match="flask session create-table"):
+            client.get("/set/x")
+        result = app.test_cli_runner().invoke(args=["session", "create-table"])
+        assert result.exit_code == 0, result.output
+        assert sa.inspect(backend.engine).has_table(table)
+        client.get("/set/y")
+        assert client.get("/get").text == "'y'"
+        app.extensions["satchel"].store.close()
+    finally:
+        backend.drop(table)
+
+
+def test_create_table_is_idempotent(backend: Backend) -> None:
+    """create_table() can run again on an existing table, keeping its rows."""
+    store = backend.store(_prefix())
+    now = time.time()
+    try:
+        store.create("k", _record(now))
+        store.create_table()
+        assert store.load("k") is not None
+    finally:
+        store.delete("k")
+        store.close()
+
+
+# Configuration ------------------------------------------------------------------------
+
+
+def _settings(**config: t.Any) -> t.Any:
+    return load({"SESSION_TYPE": "sqlalchemy", "SESSION_SQLALCHEMY_CREATE_TABLE": False} | config, "/nonexistent", None)
+
+
+@pytest.mark.parametrize(
+    ("url", "dialect", "driver"),
+    [
+        ("postgresql://u@127.0.0.1/db", "postgresql", "psycopg"),
+        ("postgres://u@127.0.0.1/db", "postgresql", "psycopg"),
+        ("postgresql+psycopg://u@127.0.0.1/db", "postgresql", "psycopg"),
+        ("mysql://u@127.0.0.1/db", "mysql", "pymysql"),
+        ("mysql+pymysql://u@127.0.0.1/db", "mysql", "pymysql"),
+        ("mariadb://u@127.0.0.1/db", "mariadb", "pymysql"),
+    ],
+)
+def test_url_picks_installed_driver(url: str, dialect: str, driver: str) -> None:
+    """Bare postgresql:// uses psycopg 3 and bare mysql:// or mariadb:// use PyMySQL."""
+    store = SQLStore.from_settings(_settings(SESSION_URL=url))
+    try:
+        assert (store.engine.dialect.name, store.engine.dialect.driver) == (dialect, driver)
+        assert store.engine.pool._pre_ping
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("config", "key"),
+    [
+        ({"SESSION_SQLALCHEMY": "postgresql://u@127.0.0.1/db"}, "SESSION_SQLALCHEMY"),
+        ({"SESSION_SQLALCHEMY": object()}, "SESSION_SQLALCHEMY"),
+        ({}, "SESSION_SQLALCHEMY"),
+        ({"SESSION_URL": "postgresql+asyncpg://u@127.0.0.1/db"}, "SESSION_URL"),
+        ({"SESSION_URL": "mysql+mysqldb://u@127.0.0.1/db"}, "SESSION_URL"),
+        ({"SESSION_URL": "postgresql://u@127.0.0.1/db", "SESSION_KEY_PREFIX": "p" * 129}, "SESSION_KEY_PREFIX"),
+    ],
+)
+def test_bad_configuration_is_refused(config: dict[str, t.Any], key: str) -> None:
+    """A client of the wrong type, no database, or an unsupported driver is a ConfigError naming the key."""
+    with pytest.raises(ConfigError) as info:
+        SQLStore.from_settings(_settings(**config))
+    assert info.value.key == key
+
+
+def test_url_and_engine_together_are_refused() -> None:
+    """Giving both SESSION_URL and SESSION_SQLALCHEMY is ambiguous and refused."""
+    engine = sa.create_engine("sqlite://")
+    with pytest.raises(ConfigError, match="not both"):
+        SQLStore.from_settings(_settings(SESSION_URL="postgresql://u@127.0.0.1/db", SESSION_SQLALCHEMY=engine))
+    engine.dispose()
+
+
+# Flask-SQLAlchemy ---------------------------------------------------------------------
+
+
+def test_flask_sqlalchemy_db_session_is_never_committed(postgresql: Backend) -> None:
+    """With SESSION_SQLALCHEMY = db, the store uses db.engine and never commits the app's db.session."""
+    from flask_sqlalchemy import SQLAlchemy
+    from sqlalchemy.orm import DeclarativeBase, mapped_column
+
+    class Base(DeclarativeBase):
+        pass
+
+    notes = f"satchel_notes_{uuid.uuid4().hex[:10]}"
+
+    class Note(Base):
+        __tablename__ = notes
+        id = mapped_column(sa.Integer, primary_key=True)
+
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY="sql-test",
+        SQLALCHEMY_DATABASE_URI=str(postgresql.engine.url.render_as_string(hide_password=False)),
+        SESSION_TYPE="sqlalchemy",
+        SESSION_SQLALCHEMY_TABLE=TABLE,
+        SESSION_KEY_PREFIX=_prefix(),
+    )
+    db = SQLAlchemy(app, model_class=Base)
+    app.config["SESSION_SQLALCHEMY"] = db
+    Session(app)
+    manager: SessionManager = app.extensions["satchel"]
+
+    @app.get("/note")
+    def note() -> str:
+        db.session.add(Note(id=1))
+        db.session.flush()  # in the app's open transaction, never committed by the app
+        session["noted"] = True
+        return "ok"
+
+    def notes_committed() -> int:
+        with app.app_context(), db.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(Note.__table__)).scalar_one())
+
+    with app.app_context():
+        db.create_all()
+        engine = db.engine
+    try:
+        assert t.cast(SQLStore, manager.store).engine is engine
+        client = app.test_client()
+        assert client.get("/note").status_code == 200
+        assert notes_committed() == 0
+        assert client.get("/note").status_code == 200  # the id is free again: nothing was committed
+        assert manager.count() == 1
+        manager.store.close()
+        assert notes_committed() == 0  # close() leaves the app's engine usable
+    finally:
+        with app.app_context():
+            db.drop_all()
+        engine.dispose()
