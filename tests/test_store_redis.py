@@ -1,0 +1,311 @@
+"""The Redis store against the shared Redis at 127.0.0.1:6379.
+
+Every test works in database 13 under a key prefix of its own and deletes
+only the keys under that prefix afterwards: never FLUSHDB, the server is
+shared. Cluster, Sentinel and outages, which need servers of their own, are
+in ``test_store_redis_cluster.py`` and ``test_outage_redis.py``.
+"""
+
+from __future__ import annotations
+
+import typing as t
+import uuid
+import warnings
+from urllib.parse import urlsplit
+
+import pytest
+import redis
+from conftest import require
+from flask import Flask, session
+
+from flask_satchel import ConfigError, Session
+from flask_satchel.settings import Settings
+from flask_satchel.stores.base import Change, Record
+from flask_satchel.stores.redis import RedisStore
+from flask_satchel.testing import AppContract, StoreContract
+
+DB = 13
+URL = f"redis://127.0.0.1:6379/{DB}"
+
+
+def _prefix() -> str:
+    return f"satchel-test-{uuid.uuid4().hex[:8]}:"
+
+
+def _reachable(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+def delete_prefix(client: t.Any, prefix: str) -> None:
+    """Delete this test's keys, and only them."""
+    escaped = "".join("\\" + c if c in "*?[]\\" else c for c in prefix)
+    keys = list(client.scan_iter(match=escaped + "*", count=1000))
+    for key in keys:  # one by one: on a cluster the keys live in different slots
+        client.delete(key)
+
+
+@pytest.fixture(scope="module")
+def shared() -> t.Iterator[redis.Redis]:
+    """A client of the shared server's database 13, for checks and cleanup."""
+    client = redis.Redis.from_url(URL, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        require(_reachable(client), "Redis is not running on 127.0.0.1:6379")
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def prefix(shared: redis.Redis) -> t.Iterator[str]:
+    prefix = _prefix()
+    yield prefix
+    delete_prefix(shared, prefix)
+
+
+def _settings(prefix: str, url: str | None = URL, **kw: t.Any) -> Settings:
+    return Settings(type="redis", url=None if url is None else urlsplit(url), key_prefix=prefix, **kw)
+
+
+# The contracts ----------------------------------------------------------------------
+
+
+class TestRedisStore(StoreContract):
+    native_ttl = True
+
+    @pytest.fixture
+    def store(self, prefix: str) -> t.Iterator[RedisStore]:
+        store = RedisStore.from_settings(_settings(prefix))
+        yield store
+        store.close()
+
+
+class TestRedisClientStore(TestRedisStore):
+    """The same contract through a redis.Redis the app hands over."""
+
+    @pytest.fixture
+    def store(self, prefix: str) -> t.Iterator[RedisStore]:
+        client = redis.Redis(port=6379, db=DB, socket_timeout=2, socket_connect_timeout=2)
+        yield RedisStore.from_settings(Settings(type="redis", client=client, key_prefix=prefix))
+        client.close()
+
+
+class TestRedisApp(AppContract):
+    @pytest.fixture
+    def config(self, prefix: str) -> dict[str, t.Any]:
+        return {"SESSION_TYPE": "redis", "SESSION_URL": URL, "SESSION_KEY_PREFIX": prefix}
+
+
+class TestRedisAppClient(AppContract):
+    """The app contract with SESSION_REDIS, as Flask-Session users configure it."""
+
+    @pytest.fixture
+    def config(self, prefix: str) -> t.Iterator[dict[str, t.Any]]:
+        client = redis.Redis(port=6379, db=DB, socket_timeout=2, socket_connect_timeout=2)
+        yield {"SESSION_TYPE": "redis", "SESSION_REDIS": client, "SESSION_KEY_PREFIX": prefix}
+        client.close()
+
+
+# Layout -------------------------------------------------------------------------------
+
+
+def _store(prefix: str) -> RedisStore:
+    return RedisStore.from_settings(_settings(prefix))
+
+
+def _record(now: float, user: str | None = None, **data: bytes) -> Record:
+    return Record(data=data, created_at=now, last_seen=now, expires_at=now + 3600, user=user)
+
+
+def test_session_is_one_hash_with_native_ttl(shared: redis.Redis, prefix: str) -> None:
+    """A session is one hash-tagged hash whose Redis TTL ends at expires_at."""
+    store = _store(prefix)
+    try:
+        now = shared.time()[0]
+        store.create("a" * 32, Record(data={"k": b"v"}, created_at=now, last_seen=now, expires_at=now + 600))
+        name = f"{prefix}{{{'a' * 32}}}"
+        assert shared.type(name) == b"hash"
+        assert shared.hget(name, "k") == b"v"
+        assert 598_000 <= shared.pttl(name) <= 600_000
+        store.touch("a" * 32, now, now + 1200)
+        assert 1_198_000 <= shared.pttl(name) <= 1_200_000
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("name", ["\xffcreated_at", "\udcffuser", "user", "created_at", "{x}", "ключ", ""])
+def test_session_keys_never_collide_with_metadata(prefix: str, name: str) -> None:
+    """Any session key name, even one spelled like a metadata field, is data and leaves metadata alone."""
+    store = _store(prefix)
+    try:
+        import time
+
+        now = time.time()
+        store.create("b" * 32, _record(now, user="ann", a=b"1"))
+        assert store.apply("b" * 32, Change(set={name: b"x"}, last_seen=now, expires_at=now + 3600)) == 2
+        loaded = store.load("b" * 32)
+        assert loaded is not None
+        assert loaded.data == {"a": b"1", name: b"x"}
+        assert (loaded.user, loaded.created_at) == ("ann", now)
+        assert store.apply("b" * 32, Change(removed=[name, "a"], last_seen=now, expires_at=now + 3600)) == 0
+        assert store.load("b" * 32) is None
+    finally:
+        store.close()
+
+
+def test_user_index_is_pruned_of_stale_members(shared: redis.Redis, prefix: str) -> None:
+    """Listing a user's sessions drops members that expired in Redis or moved to another user."""
+    store = _store(prefix)
+    try:
+        import time
+
+        now = time.time()
+        store.create("c" * 32, _record(now, user="bo", a=b"1"))
+        store.create("d" * 32, _record(now, user="bo", a=b"1"))
+        shared.delete(f"{prefix}{{{'c' * 32}}}")  # as if Redis had expired it
+        assert [k for k, _ in store.sessions(now, "bo")] == ["d" * 32]
+        assert shared.smembers(store._index("bo")) == {b"d" * 32}
+    finally:
+        store.close()
+
+
+def test_keys_of_other_apps_are_not_counted(shared: redis.Redis, prefix: str) -> None:
+    """count() and sessions() see only this prefix's session hashes, not lookalikes or user sets."""
+    store = _store(prefix)
+    try:
+        import time
+
+        now = time.time()
+        store.create("e" * 32, _record(now, user="cy", a=b"1"))
+        shared.set(prefix + "other", b"x")
+        shared.hset(f"{prefix}x{{{'f' * 32}}}", "a", "b")
+        shared.hset(f"{prefix[:-1]}*:{{{'f' * 32}}}", "a", "b")
+        assert store.count(now) == 1
+        assert [k for k, _ in store.sessions(now)] == ["e" * 32]
+    finally:
+        shared.delete(f"{prefix[:-1]}*:{{{'f' * 32}}}")
+        store.close()
+
+
+def test_prefix_with_glob_characters(shared: redis.Redis) -> None:
+    """A key prefix holding glob characters still counts exactly its own sessions."""
+    prefix = f"glob[*?]-{uuid.uuid4().hex[:6]}:"
+    store = _store(prefix)
+    try:
+        import time
+
+        now = time.time()
+        store.create("1" * 32, _record(now, a=b"1"))
+        assert store.count(now) == 1
+    finally:
+        store.close()
+        delete_prefix(shared, prefix)
+
+
+# Configuration ---------------------------------------------------------------------
+
+
+def _app(**config: t.Any) -> Flask:
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="x", SESSION_KEY_PREFIX=_prefix(), **config)
+    Session(app)
+    return app
+
+
+def test_unexpected_client_is_refused() -> None:
+    """A SESSION_REDIS that is not a redis-py client is a ConfigError naming what is accepted."""
+    with pytest.raises(ConfigError, match=r"SESSION_REDIS.*redis\.Redis.*RedisCluster"):
+        _app(SESSION_TYPE="redis", SESSION_REDIS=object())
+
+
+def test_asyncio_client_is_refused() -> None:
+    """An asyncio client is refused instead of being silently replaced."""
+    import redis.asyncio
+
+    client = redis.asyncio.Redis()
+    with pytest.raises(ConfigError, match="SESSION_REDIS"):
+        _app(SESSION_TYPE="redis", SESSION_REDIS=client)
+
+
+def test_decoding_client_is_refused() -> None:
+    """A client with decode_responses=True cannot hold bytes and is refused."""
+    client = redis.Redis(decode_responses=True, socket_timeout=1)
+    with pytest.raises(ConfigError, match="decode_responses"):
+        _app(SESSION_TYPE="redis", SESSION_REDIS=client)
+    client.close()
+
+
+def test_client_and_url_together_are_refused() -> None:
+    """A client and a URL at once is ambiguous and refused."""
+    client = redis.Redis(socket_timeout=1)
+    with pytest.raises(ConfigError, match="either"):
+        _app(SESSION_REDIS=client, SESSION_URL=URL)
+    client.close()
+
+
+def test_client_without_timeout_is_warned_about(prefix: str) -> None:
+    """A handed-over client that may wait past SESSION_STORE_TIMEOUT is accepted with a warning."""
+    for timeout in (None, 5):
+        client = redis.Redis(db=DB, socket_timeout=timeout)
+        with pytest.warns(RuntimeWarning, match="longer than SESSION_STORE_TIMEOUT"):
+            _app(SESSION_TYPE="redis", SESSION_REDIS=client)
+        client.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+sentinel://127.0.0.1:26379",
+        "redis+sentinel://127.0.0.1:26379/mymaster/x",
+        "redis+sentinel://127.0.0.1:26379/a/1/2",
+        "redis+sentinel://127.0.0.1/mymaster",
+        "redis+cluster://127.0.0.1:7000/3",
+        "redis+cluster://127.0.0.1:7000,:7001",
+    ],
+)
+def test_bad_urls_are_refused(url: str) -> None:
+    """Malformed Sentinel and Cluster URLs are a ConfigError at startup."""
+    with pytest.raises(ConfigError, match="SESSION_URL"):
+        _app(SESSION_URL=url)
+
+
+def test_created_clients_have_bounded_waits() -> None:
+    """A client made from a URL times out after SESSION_STORE_TIMEOUT and retries only broken connections."""
+    app = _app(SESSION_URL="redis://127.0.0.1:6379/13", SESSION_STORE_TIMEOUT=0.75)
+    store = app.extensions["satchel"].store
+    kwargs = store.client.get_connection_kwargs()
+    assert kwargs["socket_timeout"] == kwargs["socket_connect_timeout"] == 0.75
+    assert kwargs["retry"].get_retries() == 1
+    store.close()
+
+
+def test_default_is_local_redis_db_0() -> None:
+    """With neither client nor URL the store talks to redis://127.0.0.1:6379/0."""
+    app = _app(SESSION_TYPE="redis")
+    store = app.extensions["satchel"].store
+    kwargs = store.client.get_connection_kwargs()
+    assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("127.0.0.1", 6379, 0)
+    store.close()
+
+
+def test_flask_session_style_config_works(shared: redis.Redis, prefix: str) -> None:
+    """SESSION_TYPE='redis' with SESSION_REDIS keeps data across requests, as with Flask-Session."""
+    client = redis.Redis(db=DB, socket_timeout=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        app = Flask(__name__)
+        app.config.update(SECRET_KEY="x", SESSION_TYPE="redis", SESSION_REDIS=client, SESSION_KEY_PREFIX=prefix)
+        Session(app)
+
+    @app.get("/add/<item>")
+    def add(item: str) -> str:
+        session.setdefault("cart", []).append(item)
+        return ",".join(session["cart"])
+
+    browser = app.test_client()
+    browser.get("/add/apple")
+    assert browser.get("/add/pear").text == "apple,pear"
+    assert len(list(shared.scan_iter(match=prefix + "*"))) == 1
+    client.close()
