@@ -1,17 +1,21 @@
 """``app.extensions["satchel"]``: the sessions of an app, seen from the server side.
 
 What a user needs to see and end their sessions ("log out other devices"),
-and what an operator needs to count and clean them up. It works with
-handles, the public ids of sessions; a handle never works as a cookie.
+and what an operator needs to count, inspect, clean up and move them. It
+works with handles, the public ids of sessions; a handle never works as a
+cookie. Every method is a few calls of the Store protocol, so it works on
+every store that can answer; the others raise ``NotSupported``.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
 import re
 import typing as t
 
+from .errors import NotSupported
 from .stores.cookie import CookieStore
 
 if t.TYPE_CHECKING:
@@ -20,6 +24,12 @@ if t.TYPE_CHECKING:
     from .stores.base import Record, Store
 
 _HANDLE = re.compile(r"[0-9a-f]{32}")
+
+#: ``progress(done, total)``: called as a long operation advances, for a progress bar.
+Progress = t.Callable[[int, int], None]
+
+#: A cleanup with a progress bar runs in at most this many slices (each one a store cleanup).
+_CLEANUP_SLICES = 10
 
 
 def _utc(timestamp: float) -> dt.datetime:
@@ -38,6 +48,9 @@ class SessionInfo:
     permanent: bool
     ip: str | None = None
     user_agent: str | None = None
+    #: The names of the session's keys, never their values (which may be secrets);
+    #: filled in by :meth:`SessionManager.info` only, None in listings.
+    keys: tuple[str, ...] | None = None
 
     @classmethod
     def from_record(cls, handle: str, record: Record) -> SessionInfo:
@@ -54,8 +67,33 @@ class SessionInfo:
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class Stats:
+    """A snapshot of the live sessions, for an operator's overview."""
+
+    #: When the snapshot was taken (the interface's clock).
+    as_of: dt.datetime
+    #: Live sessions.
+    count: int
+    #: How many of them are permanent (a dated cookie rather than a browser-session one).
+    permanent: int
+    #: How many have no user (not logged in).
+    anonymous: int
+    #: How many distinct users have a session.
+    users: int
+    #: The users with the most sessions, most first, as ``(user, sessions)``.
+    top_users: tuple[tuple[str, int], ...]
+    #: When the oldest live session was created; None when there are none.
+    oldest_created_at: dt.datetime | None
+
+    @property
+    def oldest_age(self) -> dt.timedelta | None:
+        """How old the oldest live session is."""
+        return None if self.oldest_created_at is None else self.as_of - self.oldest_created_at
+
+
 class SessionManager:
-    """List, revoke, count and clean up the sessions of one app."""
+    """List, inspect, revoke, count, clean up and migrate the sessions of one app."""
 
     def __init__(self, settings: Settings, store: Store, interface: SatchelSessionInterface) -> None:
         self.settings = settings
@@ -64,6 +102,10 @@ class SessionManager:
 
     def _now(self) -> float:
         return self.interface.now()
+
+    def now(self) -> dt.datetime:
+        """The current time by the interface's clock (which tests freeze), in UTC."""
+        return _utc(self._now())
 
     def sessions(self, user: t.Any = None) -> list[SessionInfo]:
         """Live sessions, most recently seen first: one user's, or everyone's when ``user`` is None."""
@@ -74,6 +116,33 @@ class SessionManager:
     def sessions_of(self, user: t.Any) -> list[SessionInfo]:
         """The live sessions of ``user`` (the value kept under ``SESSION_USER_KEY``)."""
         return self.sessions(user)
+
+    def info(self, handle: str) -> SessionInfo | None:
+        """One live session's metadata and the names of its keys; None when there is no such session."""
+        if not isinstance(handle, str) or not _HANDLE.fullmatch(handle):
+            return None
+        record = self.store.load(handle)
+        if record is None or record.expires_at <= self._now():
+            return None
+        return dataclasses.replace(SessionInfo.from_record(handle, record), keys=tuple(sorted(record.data)))
+
+    def stats(self, top: int = 10) -> Stats:
+        """Counts over the live sessions, with the ``top`` users who hold the most."""
+        now = self._now()
+        records = [record for _, record in self.store.sessions(now)]
+        per_user = collections.Counter(r.user for r in records if r.user is not None)
+        # Most sessions first; ties by name, so the output is stable.
+        ranked = sorted(per_user.items(), key=lambda item: (-item[1], item[0]))
+        oldest = min((r.created_at for r in records), default=None)
+        return Stats(
+            as_of=_utc(now),
+            count=len(records),
+            permanent=sum(r.permanent for r in records),
+            anonymous=sum(r.user is None for r in records),
+            users=len(per_user),
+            top_users=tuple(ranked[:top]),
+            oldest_created_at=None if oldest is None else _utc(oldest),
+        )
 
     def revoke(self, handle: str) -> bool:
         """End one session; True when it existed."""
@@ -93,10 +162,73 @@ class SessionManager:
             return 0
         return sum(self.store.delete(info.handle) for info in self.sessions_of(user) if info.handle != keep)
 
-    def cleanup(self) -> int:
-        """Delete expired records; 0 for stores whose records expire by themselves."""
-        return self.store.cleanup(self._now())
+    def cleanup(self, progress: Progress | None = None) -> int:
+        """Delete expired records; 0 for stores whose records expire by themselves.
+
+        With ``progress``, the expired records are first listed and then
+        removed oldest first in a few slices, each one the store's own
+        ``cleanup`` with an earlier cut-off, so a bar can advance between
+        them. That costs a listing and a few extra passes, which is why it is
+        only done when someone is watching; the result is the same.
+        """
+        now = self._now()
+        if progress is None:
+            return self.store.cleanup(now)
+        try:
+            # Everything since the epoch: the expired records too, metadata only.
+            expiries = sorted(r.expires_at for _, r in self.store.sessions(0.0) if r.expires_at <= now)
+        except NotSupported:
+            expiries = []
+        total = len(expiries)
+        step = max(1, -(-total // _CLEANUP_SLICES))
+        cutoffs = [expiries[i] for i in range(step - 1, total - 1, step)]
+        removed = 0
+        progress(0, total)
+        for cutoff in [*cutoffs, now]:
+            removed += self.store.cleanup(cutoff)
+            progress(removed, total)
+        return removed
 
     def count(self) -> int:
         """How many live sessions there are."""
         return self.store.count(self._now())
+
+    def migrate_to(self, store: Store, progress: Progress | None = None) -> int:
+        """Copy every live session into ``store`` under the same handle; returns how many were written.
+
+        Cookies name sessions by id and records are keyed by the id's hash,
+        the same in every store, so a copied session carries on where it was:
+        nobody is logged out once the app is pointed at ``store``. Running it
+        again brings ``store`` up to date: a record it already holds
+        unchanged is skipped, one that differs is overwritten with this
+        store's version. Sessions that ended here after an earlier run are
+        still in ``store``; :meth:`prune_copy` removes them.
+        """
+        now = self._now()
+        handles = [handle for handle, _ in self.store.sessions(now)]
+        written = 0
+        if progress is not None:
+            progress(0, len(handles))
+        for done, handle in enumerate(handles, 1):
+            record = self.store.load(handle)
+            if record is not None and record.expires_at > now:
+                existing = store.load(handle)
+                if existing != record:
+                    if existing is not None:
+                        store.delete(handle)  # ``create`` is for new keys only
+                    store.create(handle, record)
+                    written += 1
+            if progress is not None:
+                progress(done, len(handles))
+        return written
+
+    def prune_copy(self, store: Store) -> int:
+        """Delete the sessions ``store`` holds that are not live here; returns how many.
+
+        After :meth:`migrate_to` has run more than once, a session logged out
+        or revoked here in between would otherwise come back to life in the
+        copy. Only for a ``store`` that holds nothing but this app's copy.
+        """
+        now = self._now()
+        live = {handle for handle, _ in self.store.sessions(now)}
+        return sum(store.delete(handle) for handle, _ in store.sessions(now) if handle not in live)
