@@ -158,7 +158,11 @@ def flask_tests(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         with tarfile.open(archives[0]) as archive:
             archive.extractall(download, filter="data")
         # Renamed into place only when complete, so an interrupted run never leaves half a tree.
-        (download / f"flask-{version}").rename(tree)
+        try:
+            (download / f"flask-{version}").rename(tree)
+        except OSError:
+            if not tree.is_dir():  # else a parallel run put it there first
+                raise
     finally:
         shutil.rmtree(download, ignore_errors=True)
     return tree
