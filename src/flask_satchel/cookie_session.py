@@ -14,7 +14,7 @@ import typing as t
 
 from werkzeug.http import dump_cookie
 
-from . import serialization
+from . import serialization, signals
 from .errors import SessionTooLarge
 from .interface import SatchelSessionInterface, security_log
 from .stores.base import Record, merge
@@ -86,47 +86,35 @@ class CookieSessionInterface(SatchelSessionInterface):
         session._original = sealed.data
         session._stored = True
         session._permanent = sealed.permanent
-        session.new = False
+        session._new = False
 
     def regenerate(self, session: ServerSession) -> None:
         # A sealed cookie cannot be recalled; a new handle and a fresh seal
         # are what regenerate can honestly do (revoke_user refuses old seals).
+        session._regenerated_from = session._regenerated_from or (session._handle if session._stored else None)
         session._handle = secrets.token_hex(16)
         session._stored = False
         session.modified = True
 
     def destroy(self, session: ServerSession) -> None:
-        dict.clear(session)
-        session._handle = None
-        session._record = None
-        session._original = {}
-        session._stored = False
-        session._permanent = self.settings.permanent
-        session.modified = True
+        if session._stored:
+            signals.session_destroyed.send(session._app, handle=self.handle_for(session))
+        self._forget(session)
 
     def _save(self, app: Flask, session: ServerSession, response: Response) -> None:
         now = self.now()
         if not dict.__len__(session):
-            if session._had_cookie:
-                self._delete_cookie(app, response)
+            if session._had_cookie or session._destroyed:
+                self._delete_cookie(app, session, response)
             return
         record = session._record
         if not session._stored or record is None:
-            created = record.created_at if record is not None else now
-            encoded = serialization.encode(session)
-            record = Record(
-                data=encoded,
-                created_at=created,
-                last_seen=now,
-                expires_at=self._deadline(app, created, now),
-                permanent=session._permanent,
-                user=self._user_of(encoded, session),
-            )
+            record = self._new_record(app, session, now)
+            self._announce(app, session, self.handle_for(session))
         else:
-            refresh = self._refresh_due(app, record, now)
-            change = self._change(app, session, now if refresh else None)
-            changed = bool(change.set or change.removed or session._permanent_changed)
-            if not (changed or (refresh and app.config["SESSION_REFRESH_EACH_REQUEST"])):
+            change = self._change(app, session, now if self._refresh_due(app, record, now) else None)
+            changed = change.set or change.removed or session._permanent_changed
+            if not changed and change.last_seen == record.last_seen:
                 return
             record = merge(record, change)
         sealed = Sealed(
@@ -141,25 +129,13 @@ class CookieSessionInterface(SatchelSessionInterface):
         )
         name = self.get_cookie_name(app)
         value = self.store.sealer.seal(sealed, name, app.secret_key)  # type: ignore[arg-type]
-        expires_at = record.expires_at if record.permanent else None
-        self._check_size(app, name, value, expires_at)
-        self._set_cookie(app, response, value, expires_at)
+        self._check_size(app, session, name, value, record)
+        self._set_cookie(app, session, response, value, record)
 
-    def _check_size(self, app: Flask, name: str, value: str, expires_at: float | None) -> None:
-        size = len(
-            dump_cookie(
-                name,
-                value,
-                expires=expires_at,
-                path=self.get_cookie_path(app),
-                domain=self.get_cookie_domain(app),
-                secure=self.get_cookie_secure(app),
-                httponly=self.get_cookie_httponly(app),
-                samesite=self.get_cookie_samesite(app) or "Lax",
-                partitioned=self.get_cookie_partitioned(app),
-                max_size=0,
-            )
-        )
+    def _check_size(self, app: Flask, session: ServerSession, name: str, value: str, record: Record) -> None:
+        expires = record.expires_at if record.permanent else None
+        attributes = self._cookie_attributes(app, session)
+        size = len(dump_cookie(name, value, expires=expires, max_size=0, **attributes))
         limit = app.config.get("MAX_COOKIE_SIZE") or MAX_COOKIE_SIZE
         if size > limit:
             raise SessionTooLarge(

@@ -31,5 +31,9 @@ class StoreUnavailable(SatchelError):
     retry_after: int = 1
 
 
+class TooManySessions(SatchelError):
+    """A login past ``SESSION_MAX_PER_USER`` with the "refuse" policy; raised where the view sets the user."""
+
+
 class SessionTooLarge(SatchelError, ValueError):
     """The cookie store's session would not fit in a cookie browsers keep (4,093 bytes)."""

@@ -25,8 +25,8 @@ import typing as t
 from flask.sessions import SecureCookieSessionInterface, SessionInterface
 from itsdangerous import BadSignature
 
-from . import ids, serialization
-from .errors import SatchelError, StoreUnavailable
+from . import ids, serialization, signals
+from .errors import SatchelError, StoreUnavailable, TooManySessions
 from .session import ServerSession
 from .stores.base import Change, Record
 
@@ -132,6 +132,7 @@ class SatchelSessionInterface(SessionInterface):
         now = self.now()
         if now >= min(record.expires_at, self._deadline(app, record.created_at, record.last_seen)):
             self._guard(session, self.store.delete, key)
+            signals.session_expired.send(app, handle=key)
             return
         try:
             data = serialization.decode(record.data)
@@ -144,7 +145,7 @@ class SatchelSessionInterface(SessionInterface):
         session._original = record.data
         session._stored = True
         session._permanent = record.permanent
-        session.new = False
+        session._new = False
 
     def _import_flask_cookie(self, app: Flask, session: ServerSession, value: str) -> bool:
         """Take over a valid session cookie of Flask's own kind, so its user stays logged in."""
@@ -161,7 +162,7 @@ class SatchelSessionInterface(SessionInterface):
         dict.update(session, data)
         session._touched = None
         session.modified = True
-        session.new = False
+        session._new = False
         log.info("Moved a Flask cookie session into Flask-Satchel")
         return True
 
@@ -176,31 +177,65 @@ class SatchelSessionInterface(SessionInterface):
     # Explicit lifecycle ----------------------------------------------------
 
     def regenerate(self, session: ServerSession) -> None:
+        old = self.handle_for(session) if session._stored else None
         if session._stored:
-            assert session._sid is not None
-            self._guard(session, self.store.delete, ids.key_of(session._sid))
+            self._guard(session, self.store.delete, old)
+        session._regenerated_from = session._regenerated_from or old
         session._sid = self.new_sid()
         session._stored = False
         session.modified = True
 
     def destroy(self, session: ServerSession) -> None:
         if session._stored:
-            assert session._sid is not None
-            self._guard(session, self.store.delete, ids.key_of(session._sid))
+            handle = self.handle_for(session)
+            self._guard(session, self.store.delete, handle)
+            signals.session_destroyed.send(session._app, handle=handle)
+        self._forget(session)
+
+    def _forget(self, session: ServerSession) -> None:
+        """Make ``session`` a new, empty one that will delete the cookie unless filled again."""
         dict.clear(session)
         session._sid = None
+        session._handle = None
         session._record = None
         session._original = {}
         session._stored = False
+        session._regenerated_from = None
+        session._destroyed = True
         session._permanent = self.settings.permanent
         session.modified = True
+
+    def admit_user(self, session: ServerSession, user: t.Any) -> None:
+        """Refuse a login past ``SESSION_MAX_PER_USER`` when the policy is "refuse"."""
+        cap = self.settings.max_per_user
+        if cap is None or self.settings.max_per_user_policy != "refuse" or user is None:
+            return
+        own = self.handle_for(session) if session._stored else None
+        others = [h for h, _ in self._guard(session, self.store.sessions, self.now(), str(user)) if h != own]
+        if len(others) >= cap:
+            raise TooManySessions(
+                f"user {str(user)!r} already has {len(others)} sessions, the most SESSION_MAX_PER_USER allows;"
+                " log one out first"
+            )
+
+    def _enforce_cap(self, app: Flask, user: str | None, own: str) -> None:
+        """Revoke a user's least recently seen sessions past ``SESSION_MAX_PER_USER``."""
+        cap = self.settings.max_per_user
+        if cap is None or user is None or self.settings.max_per_user_policy != "revoke_oldest":
+            return
+        others = sorted(((r.last_seen, h) for h, r in self.store.sessions(self.now(), user) if h != own), reverse=True)
+        for _, handle in others[cap - 1 :]:
+            if self.store.delete(handle):
+                signals.session_revoked.send(app, handle=handle)
 
     # Saving ---------------------------------------------------------------
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
-        if not isinstance(session, ServerSession) or not session._loaded:
+        if not isinstance(session, ServerSession) or not session.accessed:
             return  # never touched: no store I/O, no cookie, no Vary
         response.vary.add("Cookie")
+        if not session._loaded:
+            return  # the proxy was used, the data never was: nothing to write
         if session._broken:
             return
         try:
@@ -221,60 +256,73 @@ class SatchelSessionInterface(SessionInterface):
         store = self.store
         now = self.now()
         if not dict.__len__(session):
-            if session._stored:
-                # Only this request's deletions: keys other requests added survive.
-                remaining = store.apply(ids.key_of(self._sid(session)), self._change(app, session, now))
-                if remaining:
-                    return
-            if session._had_cookie:
-                self._delete_cookie(app, response)
+            # Only this request's deletions: keys other requests added survive.
+            if session._stored and store.apply(self.handle_for(session), self._change(app, session, now)):
+                return
+            if session._had_cookie or session._destroyed:
+                self._delete_cookie(app, session, response)
             return
 
         if not session._stored:
-            record = session._record
-            created = record.created_at if record is not None else now
-            encoded = serialization.encode(session)
-            record = Record(
-                data=encoded,
-                created_at=created,
-                last_seen=now,
-                expires_at=self._deadline(app, created, now),
-                permanent=session._permanent,
-                user=self._user_of(encoded, session),
-            )
-            sid = self._sid(session)
-            store.create(ids.key_of(sid), record)
+            record = self._new_record(app, session, now)
+            handle = self.handle_for(session)
+            store.create(handle, record)
             session._stored = True
-            self._set_cookie(
-                app, response, self._cookie_value(app, sid), record.expires_at if record.permanent else None
-            )
+            self._announce(app, session, handle)
+            self._set_cookie(app, session, response, self._cookie_value(app, self._sid(session)), record)
+            self._enforce_cap(app, record.user, handle)
             return
 
-        record = session._record
-        assert record is not None
-        key = ids.key_of(self._sid(session))
-        refresh = self._refresh_due(app, record, now)
-        change = self._change(app, session, now if refresh else None)
-        if change.set or change.removed or session._permanent_changed:
-            remaining = store.apply(key, change)
+        stored = session._record
+        assert stored is not None
+        handle = self.handle_for(session)
+        change = self._change(app, session, now if self._refresh_due(app, stored, now) else None)
+        refresh = change.last_seen != stored.last_seen
+        if change.set or change.removed or session._permanent_changed or change.client is not None:
+            remaining = store.apply(handle, change)
             if not remaining:  # gone (revoked, destroyed elsewhere) or emptied
-                self._delete_cookie(app, response)
-            elif session._permanent_changed or (refresh and session._permanent):
-                self._set_cookie(
-                    app,
-                    response,
-                    self._cookie_value(app, self._sid(session)),
-                    change.expires_at if change.permanent else None,
-                )
-        elif refresh and app.config["SESSION_REFRESH_EACH_REQUEST"]:
-            expires = self._deadline(app, record.created_at, now)
-            if not store.touch(key, now, expires):
-                self._delete_cookie(app, response)
+                self._delete_cookie(app, session, response)
+                return
+            if session._permanent_changed or (refresh and session._permanent):
+                self._set_cookie(app, session, response, self._cookie_value(app, self._sid(session)), change)
+            if change.user_changed:
+                self._enforce_cap(app, change.user, handle)
+        elif refresh:
+            if not store.touch(handle, change.last_seen, change.expires_at):
+                self._delete_cookie(app, session, response)
             elif session._permanent:
-                self._set_cookie(app, response, self._cookie_value(app, self._sid(session)), expires)
+                self._set_cookie(app, session, response, self._cookie_value(app, self._sid(session)), change)
+
+    def _new_record(self, app: Flask, session: ServerSession, now: float) -> Record:
+        """A whole record for a session that is not stored yet (new, regenerated or imported)."""
+        previous = session._record
+        created = previous.created_at if previous is not None else now
+        encoded = serialization.encode(session)
+        return Record(
+            data=encoded,
+            created_at=created,
+            last_seen=now,
+            expires_at=self._deadline(app, created, now),
+            permanent=session._permanent,
+            user=self._user_of(encoded, session),
+            client=self._client_of(session),
+        )
+
+    def _announce(self, app: Flask, session: ServerSession, handle: str) -> None:
+        old = session._regenerated_from
+        if old is None:
+            signals.session_created.send(app, handle=handle)
+        else:
+            signals.session_regenerated.send(app, handle=handle, old_handle=old)
+            session._regenerated_from = None
 
     def _change(self, app: Flask, session: ServerSession, now: float | None) -> Change:
-        """What the request changed, by comparing encoded bytes; ``now`` set means refresh the expiry."""
+        """What the request changed, by comparing encoded bytes.
+
+        ``now`` set means the refresh interval has passed: the expiry moves
+        (when the request changed something or the app refreshes on every
+        request), and tracked client details are updated if they differ.
+        """
         original = session._original
         record = session._record
         assert record is not None
@@ -289,6 +337,13 @@ class SatchelSessionInterface(SessionInterface):
                     changed[key] = value
             elif key in original:
                 removed.append(key)
+        if now is not None and not (changed or removed or session._permanent_changed or self._refresh_on_read(app)):
+            now = None  # activity alone does not extend the session
+        client = None
+        if now is not None:
+            client = self._client_of(session)
+            if client == record.client:
+                client = None
         user_key = self.settings.user_key
         return Change(
             set=changed,
@@ -298,7 +353,12 @@ class SatchelSessionInterface(SessionInterface):
             permanent=session._permanent,
             user_changed=user_key in changed or user_key in removed,
             user=self._user_of(changed, session),
+            client=client,
         )
+
+    @staticmethod
+    def _refresh_on_read(app: Flask) -> bool:
+        return bool(app.config["SESSION_REFRESH_EACH_REQUEST"])
 
     def _user_of(self, encoded: t.Mapping[str, bytes], session: ServerSession) -> str | None:
         key = self.settings.user_key
@@ -306,33 +366,47 @@ class SatchelSessionInterface(SessionInterface):
             return None
         return str(dict.__getitem__(session, key))
 
+    def _client_of(self, session: ServerSession) -> dict[str, str] | None:
+        """The ip and user agent for session lists, when ``SESSION_TRACK_CLIENT`` is on.
+
+        ``remote_addr`` is what Werkzeug's ``ProxyFix`` rewrites, so behind a
+        proxy configured with it this is the client's address.
+        """
+        request = session._request
+        if not self.settings.track_client or request is None:
+            return None
+        return {"ip": request.remote_addr or "", "user_agent": request.user_agent.string[:256]}
+
     # Cookies --------------------------------------------------------------
 
-    def _set_cookie(self, app: Flask, response: Response, value: str, expires_at: float | None) -> None:
-        """Send the cookie; ``expires_at`` for a permanent session, None for a browser-session cookie."""
-        expires = None if expires_at is None else dt.datetime.fromtimestamp(expires_at, dt.timezone.utc)
-        response.set_cookie(
-            self.get_cookie_name(app),
-            value,
-            expires=expires,
-            httponly=self.get_cookie_httponly(app),
-            domain=self.get_cookie_domain(app),
-            path=self.get_cookie_path(app),
-            secure=self.get_cookie_secure(app),
-            samesite=self.get_cookie_samesite(app) or "Lax",
-            partitioned=self.get_cookie_partitioned(app),
-        )
+    def _cookie_attributes(self, app: Flask, session: ServerSession) -> dict[str, t.Any]:
+        """Flask's cookie settings, read per request; ``SESSION_COOKIE_SECURE="auto"`` follows the request."""
+        secure = app.config["SESSION_COOKIE_SECURE"]
+        if secure == "auto":
+            secure = session._request is not None and session._request.is_secure
+        return {
+            "domain": self.get_cookie_domain(app),
+            "path": self.get_cookie_path(app),
+            "secure": bool(secure),
+            "httponly": self.get_cookie_httponly(app),
+            "samesite": self.get_cookie_samesite(app) or "Lax",
+            "partitioned": self.get_cookie_partitioned(app),
+        }
 
-    def _delete_cookie(self, app: Flask, response: Response) -> None:
-        response.delete_cookie(
-            self.get_cookie_name(app),
-            domain=self.get_cookie_domain(app),
-            path=self.get_cookie_path(app),
-            secure=self.get_cookie_secure(app),
-            partitioned=self.get_cookie_partitioned(app),
-            samesite=self.get_cookie_samesite(app) or "Lax",
-            httponly=self.get_cookie_httponly(app),
-        )
+    def _set_cookie(
+        self, app: Flask, session: ServerSession, response: Response, value: str, expiry: Record | Change
+    ) -> None:
+        """Send the cookie: dated for a permanent session, a browser-session cookie otherwise."""
+        expires = dt.datetime.fromtimestamp(expiry.expires_at, dt.timezone.utc) if expiry.permanent else None
+        response.set_cookie(self.get_cookie_name(app), value, expires=expires, **self._cookie_attributes(app, session))
+        # A response that hands out a session must not be kept by a shared cache.
+        response.cache_control.no_store = True
+
+    def _delete_cookie(self, app: Flask, session: ServerSession, response: Response) -> None:
+        response.delete_cookie(self.get_cookie_name(app), **self._cookie_attributes(app, session))
+        response.cache_control.no_store = True
+        if session._destroyed and self.settings.clear_site_data:
+            response.headers["Clear-Site-Data"] = '"cookies"'
 
 
 def _make_unavailable(response: Response, error: StoreUnavailable) -> None:

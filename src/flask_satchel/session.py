@@ -40,8 +40,6 @@ _IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes, Markup, uuid.U
 class ServerSession(dict[str, t.Any], SessionMixin):
     """A session kept in a store, sent to the browser as an opaque id."""
 
-    #: The session was not found in the store (or is empty) for this request.
-    new: bool = True
     #: Set by any change made through the dict interface; nested changes are
     #: found at the end of the request even when this stays False.
     modified: bool = False
@@ -52,6 +50,8 @@ class ServerSession(dict[str, t.Any], SessionMixin):
         self._app = app
         self._request = request
         self._loaded = False
+        self._accessed = False
+        self._new = True
         #: The store failed during this request: nothing will be written.
         self._broken = False
         #: The session id; None until one is needed.
@@ -68,22 +68,35 @@ class ServerSession(dict[str, t.Any], SessionMixin):
         self._stored = False
         #: The request came with a session cookie, valid or not.
         self._had_cookie = False
-        #: ``regenerate()`` gave this session a new sid during the request.
-        self._sid_changed = False
+        #: The handle this session had before ``regenerate()``, until the new record is stored.
+        self._regenerated_from: str | None = None
+        #: ``destroy()`` was called during this request.
+        self._destroyed = False
         self._permanent = interface.settings.permanent
         self._permanent_changed = False
 
     # Loading ---------------------------------------------------------------
 
     @property
+    def new(self) -> bool:
+        """True when the request came with no live session (answering needs a load)."""
+        self._load()
+        return self._new
+
+    @new.setter
+    def new(self, value: bool) -> None:
+        self._new = value
+
+    @property
     def accessed(self) -> bool:
-        """True once the session was loaded, which is what ``Vary: Cookie`` needs."""
-        return self._loaded
+        """True once the view touched ``flask.session`` at all: the response then varies by cookie."""
+        return self._accessed or self._loaded
 
     @accessed.setter
     def accessed(self, value: bool) -> None:
-        if value:
-            self._load()
+        # Flask sets this whenever the ``session`` proxy is used, even to read
+        # ``session.modified``; that is no reason to load from the store.
+        self._accessed = bool(value)
 
     def _load(self) -> None:
         if not self._loaded:
@@ -210,6 +223,8 @@ class ServerSession(dict[str, t.Any], SessionMixin):
 
     def __setitem__(self, key: str, value: t.Any) -> None:
         self._load()
+        if key == self._interface.settings.user_key:
+            self._interface.admit_user(self, value)
         self._touch(key)
         super().__setitem__(key, value)
 

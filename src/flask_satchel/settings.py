@@ -77,6 +77,11 @@ class Settings:
     sqlalchemy_table: str = "sessions"
     sqlalchemy_schema: str | None = None
     sqlalchemy_create_table: bool = True
+    #: ``SESSION_MAX_PER_USER`` and what happens past it: "revoke_oldest" or "refuse".
+    max_per_user: int | None = None
+    max_per_user_policy: str = "revoke_oldest"
+    #: Send ``Clear-Site-Data: "cookies"`` when ``destroy()`` deletes the cookie.
+    clear_site_data: bool = False
     #: Accept a valid legacy Flask cookie session once and move it into this store.
     migrate_flask_cookies: bool = False
     #: Where the cookie store keeps per-user revocation marks (``SESSION_COOKIE_REVOCATION_URL``).
@@ -146,6 +151,25 @@ def _local_path(url: SplitResult | None, key: str, default: str, instance_path: 
     if not path or path == ":memory:":
         raise ConfigError(key, "needs a file path (use 'memory://' for an in-memory store)")
     return path if os.path.isabs(path) else os.path.join(instance_path, path)
+
+
+def _check_cookie(config: t.Mapping[str, t.Any]) -> None:
+    """Flask's cookie keys are read per request, but a cookie browsers would reject is caught here."""
+    secure = config.get("SESSION_COOKIE_SECURE", False)
+    if secure not in (True, False, "auto"):
+        raise ConfigError("SESSION_COOKIE_SECURE", f"expected True, False or 'auto', got {secure!r}")
+    name = config.get("SESSION_COOKIE_NAME", "session")
+    if not isinstance(name, str) or not name.startswith(("__Host-", "__Secure-")):
+        return
+    if secure is not True:
+        raise ConfigError(
+            "SESSION_COOKIE_SECURE", f"must be True for a cookie named {name!r}: browsers drop it otherwise"
+        )
+    if name.startswith("__Host-"):
+        if config.get("SESSION_COOKIE_DOMAIN"):
+            raise ConfigError("SESSION_COOKIE_DOMAIN", f"must be unset for a cookie named {name!r}")
+        if config.get("SESSION_COOKIE_PATH") not in (None, "/"):
+            raise ConfigError("SESSION_COOKIE_PATH", f"must be '/' for a cookie named {name!r}")
 
 
 _CLIENT_KEYS = {"redis": "SESSION_REDIS", "memcached": "SESSION_MEMCACHED", "sqlalchemy": "SESSION_SQLALCHEMY"}
@@ -230,6 +254,18 @@ def load(config: t.Mapping[str, t.Any], instance_path: str, secret_key: t.Any) -
                 f"needs a store that keeps records reliably, not {revocation_settings.type!r}",
             )
 
+    max_per_user = config.get("SESSION_MAX_PER_USER")
+    if max_per_user is not None and (
+        not isinstance(max_per_user, int) or isinstance(max_per_user, bool) or max_per_user < 1
+    ):
+        raise ConfigError("SESSION_MAX_PER_USER", f"expected a positive integer or None, got {max_per_user!r}")
+    if max_per_user is not None and kind == "cookie":
+        raise ConfigError("SESSION_MAX_PER_USER", "needs a server-side store; the cookie store cannot list sessions")
+    policy = config.get("SESSION_MAX_PER_USER_POLICY", "revoke_oldest")
+    if policy not in ("revoke_oldest", "refuse"):
+        raise ConfigError("SESSION_MAX_PER_USER_POLICY", f"expected 'revoke_oldest' or 'refuse', got {policy!r}")
+    _check_cookie(config)
+
     default_file_dir = os.path.join(instance_path, "flask_satchel_sessions")
     return Settings(
         type=kind,
@@ -262,6 +298,9 @@ def load(config: t.Mapping[str, t.Any], instance_path: str, secret_key: t.Any) -
         sqlalchemy_table=table,
         sqlalchemy_schema=schema,
         sqlalchemy_create_table=_flag(config, "SESSION_SQLALCHEMY_CREATE_TABLE", True),
+        max_per_user=max_per_user,
+        max_per_user_policy=policy,
+        clear_site_data=_flag(config, "SESSION_CLEAR_SITE_DATA", False),
         migrate_flask_cookies=_flag(config, "SESSION_MIGRATE_FLASK_COOKIES", False),
         revocation_settings=revocation_settings,
     )

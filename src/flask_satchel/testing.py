@@ -135,6 +135,22 @@ class StoreContract:
         assert loaded.created_at == pytest.approx(now - 100, abs=1e-3)
         assert (loaded.permanent, loaded.user) == (True, "bob")
 
+    def test_apply_updates_client_when_given(self, store: Store) -> None:
+        """A change with client details replaces them; one without keeps them."""
+        now = time.time()
+        key = _key()
+        store.create(
+            key, Record(data={"a": b"1"}, created_at=now, last_seen=now, expires_at=now + HOUR, client={"ip": "1"})
+        )
+        store.apply(key, _change(now, set={"a": b"2"}))
+        loaded = store.load(key)
+        assert loaded is not None
+        assert loaded.client == {"ip": "1"}
+        store.apply(key, _change(now, client={"ip": "2", "user_agent": "b"}))
+        loaded = store.load(key)
+        assert loaded is not None
+        assert (loaded.client, loaded.data) == ({"ip": "2", "user_agent": "b"}, {"a": b"2"})
+
     def test_apply_keeps_user_unless_changed(self, store: Store) -> None:
         """A change that does not touch the user keeps the record's user."""
         now = time.time()
