@@ -616,11 +616,6 @@ def test_session_new(dump_app: Flask) -> None:
     assert other.get("/new").text == "True"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ServerSession.new is a plain attribute: it reads True until something else loads the session;"
-    " Flask < 3.1.3 does not load on proxy use, and request_ctx._session (as Flask's tests read it) never does",
-)
 def test_session_new_is_right_on_first_look(dump_app: Flask) -> None:
     """session.new read before any other use of the session is False for a stored session."""
 
