@@ -8,6 +8,11 @@ in ``test_store_redis_cluster.py`` and ``test_outage_redis.py``.
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import time
 import typing as t
 import uuid
 import warnings
@@ -26,6 +31,84 @@ from flask_satchel.testing import AppContract, StoreContract
 
 DB = 13
 URL = f"redis://127.0.0.1:6379/{DB}"
+
+
+def free_port(*, bus: bool = False) -> int:
+    """A free loopback port; with ``bus``, one whose cluster bus port (+10000) is free too."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if not bus:
+            return port
+        if port + 10000 < 65536:
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port + 10000))
+                    return port
+                except OSError:
+                    pass
+
+
+class RedisServer:
+    """A private redis-server (or Sentinel) process on a free loopback port, for tests to stop or freeze."""
+
+    def __init__(self, folder: str, *args: str, port: int | None = None, sentinel: bool = False) -> None:
+        self.port = port or free_port()
+        self.folder = folder
+        self.args = args
+        self.sentinel = sentinel
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisServer:
+        os.makedirs(self.folder, exist_ok=True)
+        if self.sentinel:
+            config = os.path.join(self.folder, f"sentinel-{self.port}.conf")
+            with open(config, "w") as f:
+                f.write(f"port {self.port}\nbind 127.0.0.1\ndir {self.folder}\n" + "".join(a + "\n" for a in self.args))
+            command = ["redis-server", config, "--sentinel"]
+        else:
+            command = [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ]
+            command += ["--dir", self.folder, *self.args]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        client = redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1)
+        try:
+            while not _reachable(client):
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"redis-server did not start on port {self.port}")
+                time.sleep(0.02)
+        finally:
+            client.close()
+        return self
+
+    def client(self, **kw: t.Any) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=2, socket_connect_timeout=2, **kw)
+
+    def freeze(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.thaw()
+            self.process.kill()
+            self.process.wait(10)
 
 
 def _prefix() -> str:

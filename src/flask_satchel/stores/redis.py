@@ -431,7 +431,8 @@ class RedisStore:
                     pipe = client.pipeline(transaction=False)
                     for command in before:
                         pipe.execute_command(*command)
-                    pipe.evalsha(script.sha, 1, self._key(key), *args)
+                    # execute_command: a cluster pipeline blocks its evalsha() method, not the command.
+                    pipe.execute_command("EVALSHA", script.sha, 1, self._key(key), *args)
                     return pipe.execute()[-1]
                 except NoScriptError:
                     if attempt == 2:
