@@ -15,15 +15,15 @@ For engines it creates from ``SESSION_URL``, the store bounds every wait on
 the database by ``SESSION_STORE_TIMEOUT``: the server cancels slow statements
 (``statement_timeout``), and the client gives up on a server that does not
 answer at all (a frozen host, a dead link), where a server-side limit cannot
-help. An engine handed over in ``SESSION_SQLALCHEMY`` is used as configured.
+help. Connecting is bounded too, in whole seconds and at least 2 on
+PostgreSQL (libpq's rule). An engine handed over in ``SESSION_SQLALCHEMY`` is
+used as configured: set its timeouts there.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import threading
-import time
 import typing as t
 
 import msgspec
@@ -89,11 +89,6 @@ def make_table(name: str = "sessions", schema: str | None = None, metadata: sa.M
 
 
 # Bounded waits --------------------------------------------------------------------
-
-#: Per thread, the monotonic time by which the store operation in progress must
-#: be done: a connection is not even attempted once it has passed, so a pre-ping
-#: that timed out is not followed by a reconnect that waits all over again.
-_deadline = threading.local()
 
 
 def _bounded_psycopg_connection() -> type[t.Any]:
@@ -162,19 +157,14 @@ def _make_engine(url: SplitResult, timeout: float) -> sa.Engine:
     except (ImportError, sa_exc.ArgumentError) as e:
         raise ConfigError("SESSION_URL", f"cannot use {sa_url.render_as_string()!r}: {e}") from None
 
-    dbapi_error = engine.dialect.loaded_dbapi.OperationalError
+    if connection_class is not None:
 
-    @sa.event.listens_for(engine, "do_connect")
-    def connect(dialect: t.Any, record: t.Any, cargs: t.Any, cparams: dict[str, t.Any]) -> t.Any:
-        at = getattr(_deadline, "at", None)
-        if at is not None and time.monotonic() >= at:
-            raise dbapi_error(f"no time left to connect within SESSION_STORE_TIMEOUT ({timeout:g} s)")
-        if connection_class is None:
-            return None  # the dialect connects as usual
-        conn = connection_class.connect(*cargs, **cparams)
-        if hasattr(conn, "answer_timeout"):
-            conn.answer_timeout = timeout
-        return conn
+        @sa.event.listens_for(engine, "do_connect")
+        def connect(dialect: t.Any, record: t.Any, cargs: t.Any, cparams: dict[str, t.Any]) -> t.Any:
+            conn = connection_class.connect(*cargs, **cparams)
+            if hasattr(conn, "answer_timeout"):
+                conn.answer_timeout = timeout
+            return conn
 
     return engine
 
@@ -220,7 +210,6 @@ class SQLStore:
         table: str = "sessions",
         schema: str | None = None,
         prefix: str = "session:",
-        timeout: float | None = None,
         owns_engine: bool = False,
     ) -> None:
         #: The engine; the store only checks connections out of its pool.
@@ -231,8 +220,6 @@ class SQLStore:
         self.table = make_table(table, schema, self.metadata)
         #: This app's ``SESSION_KEY_PREFIX``, the first half of each row's key.
         self.prefix = prefix
-        #: Seconds an operation may take, when the store made the engine and bounds its waits.
-        self.timeout = timeout
         self._owns_engine = owns_engine
         # SQLite has no row locks and no FOR UPDATE: taking its write lock
         # with an UPDATE before reading makes the read-merge-write atomic.
@@ -258,7 +245,6 @@ class SQLStore:
                 table=settings.sqlalchemy_table,
                 schema=settings.sqlalchemy_schema,
                 prefix=settings.key_prefix,
-                timeout=settings.store_timeout,
                 owns_engine=True,
             )
         else:
@@ -324,9 +310,6 @@ class SQLStore:
     @contextlib.contextmanager
     def _errors(self) -> t.Iterator[None]:
         """Turn "cannot reach the database" into ``StoreUnavailable``; let real bugs through."""
-        deadline = None if self.timeout is None else time.monotonic() + self.timeout
-        outer = getattr(_deadline, "at", None)
-        _deadline.at = deadline
         try:
             yield
         except sa_exc.DBAPIError as e:
@@ -340,8 +323,6 @@ class SQLStore:
             raise
         except (sa_exc.TimeoutError, sa_exc.DisconnectionError) as e:  # pool exhausted, ping failed
             raise StoreUnavailable(f"SQL session store: {e}") from e
-        finally:
-            _deadline.at = outer
 
     @contextlib.contextmanager
     def _read(self) -> t.Iterator[sa.Connection]:
