@@ -4,19 +4,38 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import pty
+import subprocess
+import sys
+import time
 import typing as t
+import uuid
 
 import pytest
 from flask import Flask, session
+from flask.testing import FlaskClient
 
 from flask_satchel import NotSupported, Session
 
 
 @pytest.fixture(params=["memory", "sqlite", "filesystem"])
-def app(request: pytest.FixtureRequest, tmp_path: t.Any) -> Flask:
-    app = Flask("cli_test", instance_path=str(tmp_path))
-    app.config["SESSION_TYPE"] = request.param
+def app(request: pytest.FixtureRequest, tmp_path: t.Any) -> t.Iterator[Flask]:
+    app = _site(tmp_path, SESSION_TYPE=request.param)
+    yield app
+    app.extensions["satchel"].store.close()
+
+
+def _site(instance: t.Any, **config: t.Any) -> Flask:
+    """An app with Flask-Satchel configured by ``config`` and a few session routes."""
+    app = Flask("cli_test", instance_path=str(instance))
+    app.secret_key = "cli-test-secret"
+    app.config.update(config)
     Session(app)
+
+    @app.get("/whoami")
+    def whoami() -> str:
+        return f"{session.get('_user_id', '-')} {session.get('cart', '-')}"
 
     @app.get("/login/<user>")
     def login(user: str) -> str:
@@ -279,3 +298,209 @@ def test_cleanup_reports_what_it_removed(app: Flask, clock: list[float]) -> None
     assert sorted(r["user"] for r in _json(app, "list")) == ["u2", "u3", "u4"]
     clock[0] += 3600
     assert _json(app, "cleanup") == {"removed": 3}
+
+
+# migrate -----------------------------------------------------------------------------------
+
+
+def _carry(client: FlaskClient, app: Flask) -> FlaskClient:
+    """A client of ``app`` holding the session cookie ``client`` holds: the same browser, after the switch."""
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    moved = app.test_client()
+    moved.set_cookie("session", cookie.value)
+    return moved
+
+
+def test_migrate_filesystem_to_sqlite_keeps_everyone_logged_in(tmp_path: t.Any) -> None:
+    """After migrate --to, an app on the target store knows every browser logged in before, with its data."""
+    old = _site(tmp_path, SESSION_TYPE="filesystem")
+    alice, bob = old.test_client(), old.test_client()
+    alice.get("/login/alice")
+    alice.get("/set/cart/apple")
+    bob.get("/login/bob")
+    target = f"sqlite:///{tmp_path}/moved.sqlite3"
+
+    result = old.test_cli_runner().invoke(args=["session", "migrate", "--to", target])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        f"Copied 2 of 2 live sessions to {target} (0 skipped: unchanged or ended).",
+        f"Next: set SESSION_URL = {target!r} and restart the app.",
+    ]
+    new = _site(tmp_path, SESSION_URL=target)
+    assert _carry(alice, new).get("/whoami").text == "alice apple"
+    assert _carry(bob, new).get("/whoami").text == "bob -"
+    assert new.test_client().get("/whoami").text == "- -"
+    assert sorted(r["handle"] for r in _json(new, "list")) == sorted(r["handle"] for r in _json(old, "list"))
+    new.extensions["satchel"].store.close()
+
+
+def test_migrate_again_updates_and_prune_forgets_ended_sessions(tmp_path: t.Any) -> None:
+    """A second run skips what is unchanged, copies what changed, and --prune drops sessions ended since."""
+    old = _site(tmp_path, SESSION_TYPE="filesystem")
+    alice, bob = old.test_client(), old.test_client()
+    alice.get("/login/alice")
+    bob_handle = bob.get("/login/bob").text
+    target = f"sqlite:///{tmp_path}/moved.sqlite3"
+    assert _json(old, "migrate", "--to", target)["copied"] == 2
+    assert _json(old, "migrate", "--to", target) == {
+        "target": target,
+        "live": 2,
+        "copied": 0,
+        "skipped": 2,
+        "pruned": None,
+    }
+
+    alice.get("/set/cart/pear")
+    assert _json(old, "revoke", bob_handle)["revoked"]
+    assert _json(old, "migrate", "--to", target)["copied"] == 1
+    new = _site(tmp_path, SESSION_URL=target)
+    assert _carry(alice, new).get("/whoami").text == "alice pear"
+    # Without --prune, a session ended at the source lives on in the copy …
+    assert _carry(bob, new).get("/whoami").text == "bob -"
+    # … and --prune ends it there too.
+    assert _json(old, "migrate", "--to", target, "--prune")["pruned"] == 1
+    assert _carry(bob, new).get("/whoami").text == "- -"
+    assert _carry(alice, new).get("/whoami").text == "alice pear"
+    new.extensions["satchel"].store.close()
+
+
+def test_migrate_sqlite_to_redis_keeps_everyone_logged_in(tmp_path: t.Any, need: t.Callable[[bool, str], None]) -> None:
+    """An app moved from SQLite to Redis with migrate keeps its logged-in users."""
+    try:
+        import flask_satchel.stores.redis  # noqa: F401
+    except ImportError as e:
+        pytest.skip(f"the redis store does not import yet: {e}")
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=6379, db=12, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        reachable = bool(client.ping())
+    except redis.RedisError:
+        reachable = False
+    if not reachable:
+        client.close()
+    need(reachable, "Redis is not reachable on 127.0.0.1:6379")
+    prefix = f"satchel-cli-test:{uuid.uuid4().hex}:"
+    target = "redis://127.0.0.1:6379/12"
+    old = _site(tmp_path, SESSION_TYPE="sqlite", SESSION_KEY_PREFIX=prefix)
+    new = None
+    try:
+        carol, dan = old.test_client(), old.test_client()
+        carol.get("/login/carol")
+        carol.get("/set/cart/plum")
+        dan.get("/login/dan")
+        assert _json(old, "migrate", "--to", target)["copied"] == 2
+        new = _site(tmp_path, SESSION_URL=target, SESSION_KEY_PREFIX=prefix)
+        assert _carry(carol, new).get("/whoami").text == "carol plum"
+        assert _carry(dan, new).get("/whoami").text == "dan -"
+        assert [r["user"] for r in _json(new, "list", "--user", "carol")] == ["carol"]
+        # Running it again finds the copies identical.
+        assert _json(old, "migrate", "--to", target)["copied"] == 0
+    finally:
+        old.extensions["satchel"].store.close()
+        if new is not None:
+            new.extensions["satchel"].store.close()
+        mine = list(client.scan_iter(match=f"{prefix}*"))
+        if mine:
+            client.delete(*mine)
+        client.close()
+
+
+def test_migrate_from_a_store_that_cannot_list_fails_clearly(tmp_path: t.Any) -> None:
+    """migrate from the cookie store, which cannot list its sessions, is one NotSupported line and exit code 1."""
+    app = _site(tmp_path, SESSION_TYPE="cookie")
+    result = app.test_cli_runner().invoke(args=["session", "migrate", "--to", f"sqlite:///{tmp_path}/x.sqlite3"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: NotSupported: the cookie store keeps sessions in browsers")
+    assert len(result.output.splitlines()) == 1
+
+
+def test_migrate_to_a_bad_url_fails_clearly(app: Flask) -> None:
+    """A target URL that is not a session store is a ConfigError line naming the problem."""
+    result = app.test_cli_runner().invoke(args=["session", "migrate", "--to", "ftp://example.org/x"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: ConfigError: SESSION_URL: unknown scheme 'ftp'")
+
+
+def test_migrate_to_a_folder(tmp_path: t.Any) -> None:
+    """migrate --to file:///dir fills that folder, whatever SESSION_FILE_DIR the source app uses."""
+    old = _site(tmp_path / "a", SESSION_TYPE="filesystem", SESSION_FILE_DIR=str(tmp_path / "files"))
+    browser = old.test_client()
+    handle = browser.get("/login/erin").text
+    target = f"file://{tmp_path}/moved"
+    assert _json(old, "migrate", "--to", target)["copied"] == 1
+    assert (tmp_path / "moved" / handle[:2] / handle).is_file()
+    new = _site(tmp_path / "b", SESSION_URL=target)
+    assert _carry(browser, new).get("/whoami").text == "erin -"
+
+
+# Progress bars -------------------------------------------------------------------------------
+
+_APP = """
+from flask import Flask
+from flask_satchel import Session
+
+app = Flask("tty_test", instance_path={instance!r})
+app.config["SESSION_TYPE"] = "filesystem"
+Session(app)
+"""
+
+
+def _run_in_terminal(cwd: t.Any, *args: str) -> str:
+    """Run ``flask session …`` with its stdout on a pseudo-terminal, as a person would; return what it printed."""
+    controller, terminal = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [os.path.join(os.path.dirname(sys.executable), "flask"), "--app", "tty_app", "session", *args],
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=terminal,
+            stderr=subprocess.STDOUT,
+        )
+    finally:
+        os.close(terminal)
+    chunks = []
+    try:
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(controller)
+        assert proc.wait(timeout=30) == 0, b"".join(chunks)
+    return b"".join(chunks).decode()
+
+
+def test_progress_bar_only_on_a_terminal(tmp_path: t.Any) -> None:
+    """migrate and cleanup draw a progress bar on a terminal, never with --json nor into a pipe."""
+    n = 40
+    (tmp_path / "tty_app.py").write_text(_APP.format(instance=str(tmp_path)))
+    app = _site(tmp_path, SESSION_TYPE="filesystem", PERMANENT_SESSION_LIFETIME=3600)
+    for i in range(n):
+        app.test_client().get(f"/login/u{i}")
+    target = f"sqlite:///{tmp_path}/moved.sqlite3"
+
+    shown = _run_in_terminal(tmp_path, "migrate", "--to", target)
+    assert "Copying sessions" in shown
+    assert "100%" in shown
+    assert f"Copied {n} of {n} live sessions" in shown
+    as_json = _run_in_terminal(tmp_path, "migrate", "--to", target, "--json")
+    assert "Copying" not in as_json
+    assert json.loads(as_json)["skipped"] == n
+    piped = app.test_cli_runner().invoke(args=["session", "migrate", "--to", target])
+    assert "Copying" not in piped.output
+
+    # Sessions made two hours ago by the app's clock have expired by the real one.
+    app.extensions["satchel"].interface.now = lambda: time.time() - 7200
+    for i in range(n):
+        app.test_client().get(f"/login/v{i}")
+    shown = _run_in_terminal(tmp_path, "cleanup")
+    assert "Removing expired sessions" in shown
+    assert "100%" in shown
+    assert shown.rstrip().endswith(f"Removed {n} expired sessions.")
+    assert _json(app, "count") == {"count": n}
