@@ -56,7 +56,7 @@ class Backend:
 
 
 def _server_backend(name: str, url: str) -> t.Iterator[Backend]:
-    driver = {"postgresql": "postgresql+psycopg", "mysql": "mysql+pymysql"}
+    driver = {"postgresql": "postgresql+psycopg", "mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql"}
     sa_url = sa.make_url(url)
     sa_url = sa_url.set(drivername=driver.get(sa_url.drivername, sa_url.drivername))
     engine = sa.create_engine(sa_url, connect_args={"connect_timeout": 2})
@@ -83,13 +83,19 @@ def mariadb() -> t.Iterator[Backend]:
 
 
 @pytest.fixture(scope="session")
+def mariadb_dialect() -> t.Iterator[Backend]:
+    """MariaDB again, through SQLAlchemy's ``mariadb`` dialect rather than ``mysql``."""
+    yield from _server_backend("MariaDB", MARIADB_URL.replace("mysql://", "mariadb://", 1))
+
+
+@pytest.fixture(scope="session")
 def sqlite(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[Backend]:
     engine = sa.create_engine(f"sqlite:///{tmp_path_factory.mktemp('sql') / 'sessions.sqlite3'}")
     yield Backend("SQLite", {"SESSION_SQLALCHEMY": engine}, engine)
     engine.dispose()
 
 
-@pytest.fixture(params=["postgresql", "mariadb", "sqlite"])
+@pytest.fixture(params=["postgresql", "mariadb", "mariadb_dialect", "sqlite"])
 def backend(request: pytest.FixtureRequest) -> Backend:
     return t.cast(Backend, request.getfixturevalue(request.param))
 
@@ -280,6 +286,20 @@ def test_cleanup_deletes_in_bounded_batches(backend: Backend) -> None:
         assert store.load("live") is not None
     finally:
         store.delete("live")
+        store.close()
+
+
+def test_database_errors_that_are_bugs_propagate(backend: Backend) -> None:
+    """An integrity error is raised as is, not disguised as an unavailable store."""
+    now = time.time()
+    store = backend.store(_prefix())
+    try:
+        store.create("k", _record(now))
+        with pytest.raises(sa.exc.IntegrityError):
+            store.create("k", _record(now))
+        assert store.load("k") is not None
+    finally:
+        store.delete("k")
         store.close()
 
 
