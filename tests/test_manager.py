@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typing as t
 
+import msgspec
 import pytest
 from flask import Flask, session
 
@@ -109,9 +110,7 @@ def test_migrate_to_overwrites_only_what_differs(app: Flask, manager: SessionMan
     assert manager.migrate_to(target) == 0
     record = target.load(handles[0])
     assert record is not None
-    target.create(
-        handles[0], type(record)(**{**{f: getattr(record, f) for f in record.__struct_fields__}, "user": "x"})
-    )
+    target.create(handles[0], msgspec.structs.replace(record, user="someone else"))
     assert manager.migrate_to(target) == 1
     assert target.load(handles[0]) == manager.store.load(handles[0])
 
