@@ -1,0 +1,238 @@
+"""Redis outages and round trips, on a private redis-server per test.
+
+The server is a real process on a free loopback port that a test may kill,
+restart, freeze (SIGSTOP) and thaw (SIGCONT); it is always stopped at the
+end. What is checked is what a user sees: status codes, ``Retry-After``,
+how long a request takes, and whether their data is still there after.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import typing as t
+
+import pytest
+from conftest import require
+from flask import Flask, session
+from test_store_redis import RedisServer
+
+from flask_satchel import Session
+from flask_satchel.manager import SessionManager
+
+TIMEOUT = 0.5
+
+
+@pytest.fixture
+def server(tmp_path: t.Any) -> t.Iterator[RedisServer]:
+    require(shutil.which("redis-server") is not None, "redis-server is not installed")
+    server = RedisServer(str(tmp_path))
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def app(server: RedisServer) -> t.Iterator[Flask]:
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY="x",
+        SESSION_URL=f"redis://127.0.0.1:{server.port}/0",
+        SESSION_STORE_TIMEOUT=TIMEOUT,
+    )
+    Session(app)
+
+    @app.get("/set/<key>/<value>")
+    def set_value(key: str, value: str) -> str:
+        session[key] = value
+        return "ok"
+
+    @app.get("/get/<key>")
+    def get_value(key: str) -> str:
+        return repr(session.get(key))
+
+    @app.get("/login/<user>")
+    def login(user: str) -> str:
+        session["_user_id"] = user
+        session.regenerate()
+        return "ok"
+
+    @app.get("/plain")
+    def plain() -> str:
+        return "no session"
+
+    yield app
+    manager: SessionManager = app.extensions["satchel"]
+    manager.store.close()
+
+
+def _timed(client: t.Any, path: str) -> tuple[t.Any, float]:
+    start = time.monotonic()
+    response = client.get(path)
+    return response, time.monotonic() - start
+
+
+def _is_503(response: t.Any) -> bool:
+    return response.status_code == 503 and int(response.headers["Retry-After"]) >= 1
+
+
+# Outages ------------------------------------------------------------------------------
+
+
+def test_stopped_server_is_a_prompt_503(app: Flask, server: RedisServer) -> None:
+    """With Redis stopped, reads and writes answer 503 with Retry-After at once, not a 500."""
+    browser = app.test_client()
+    browser.get("/set/a/1")
+    server.stop()
+    for path in ("/get/a", "/set/b/2"):
+        response, took = _timed(browser, path)
+        assert _is_503(response), path
+        assert took < 1.0, path
+
+
+def test_restarted_server_serves_the_next_request(app: Flask, server: RedisServer) -> None:
+    """After Redis restarts, the next request succeeds with no app restart (scripts reloaded)."""
+    browser = app.test_client()
+    browser.get("/set/a/1")
+    server.stop()
+    assert _is_503(browser.get("/get/a"))
+    server.start()  # empty: it saves nothing, so the old session is gone
+    assert browser.get("/get/a").text == "None"
+    assert browser.get("/set/b/2").status_code == 200
+    assert browser.get("/get/b").text == "'2'"
+
+
+def test_frozen_server_is_a_503_within_the_store_timeout(app: Flask, server: RedisServer) -> None:
+    """A Redis that hangs (SIGSTOP) gives 503 within SESSION_STORE_TIMEOUT, for reads and writes."""
+    browser = app.test_client()
+    browser.get("/set/a/1")
+    server.freeze()
+    try:
+        for path in ("/get/a", "/set/b/2"):
+            response, took = _timed(browser, path)
+            assert _is_503(response), path
+            assert took < TIMEOUT + 0.5, path  # well inside the 2 s the brief allows
+    finally:
+        server.thaw()
+
+
+def test_thawed_server_keeps_data_and_serves_the_next_request(app: Flask, server: RedisServer) -> None:
+    """After SIGCONT the next request succeeds, and data written before the freeze is still there."""
+    browser = app.test_client()
+    browser.get("/set/a/1")
+    server.freeze()
+    try:
+        assert _is_503(browser.get("/get/a"))
+        assert _is_503(browser.get("/set/a/2"))
+    finally:
+        server.thaw()
+    assert browser.get("/get/a").text == "'1'"
+    assert browser.get("/set/b/2").status_code == 200
+    assert browser.get("/get/b").text == "'2'"
+
+
+def test_server_frozen_before_first_connection(app: Flask, server: RedisServer) -> None:
+    """A Redis that hangs before the app ever connected still gives a 503 within the timeout."""
+    server.freeze()
+    try:
+        response, took = _timed(app.test_client(), "/set/a/1")
+        assert _is_503(response)
+        assert took < TIMEOUT + 0.5
+    finally:
+        server.thaw()
+    browser = app.test_client()
+    assert browser.get("/set/a/1").status_code == 200
+    assert browser.get("/get/a").text == "'1'"
+
+
+def test_request_without_session_is_served_during_outage(app: Flask, server: RedisServer) -> None:
+    """A request that never touches the session is served normally while Redis is down."""
+    server.stop()
+    assert app.test_client().get("/plain").text == "no session"
+
+
+# Round trips --------------------------------------------------------------------------
+
+
+def _sent_by(server: RedisServer, request: t.Callable[[], t.Any]) -> list[str]:
+    """The commands the app sent Redis during ``request()``, seen with MONITOR.
+
+    Commands a Lua script runs inside Redis are left out: they cost no round trip.
+    """
+    marker = server.client()
+    watcher = server.client()
+    try:
+        marker.ping()
+        own_port = int(marker.client_info()["addr"].rpartition(":")[2])
+        with watcher.monitor() as monitor:
+            request()
+            marker.echo("end-of-request")
+            sent = []
+            while True:
+                command = monitor.next_command()
+                if command["client_type"] == "lua":
+                    continue
+                if int(command["client_port"]) != own_port:
+                    sent.append(command["command"].split()[0].lower())
+                elif "end-of-request" in command["command"]:
+                    return sent
+    finally:
+        marker.close()
+        watcher.close()
+
+
+def test_read_only_request_is_one_command(app: Flask, server: RedisServer) -> None:
+    """A request that only reads the session sends Redis exactly one command (HGETALL)."""
+    browser = app.test_client()
+    browser.get("/set/a/1")
+    browser.get("/get/a")  # warm: the pooled connection exists
+    assert _sent_by(server, lambda: browser.get("/get/a")) == ["hgetall"]
+
+
+def test_one_key_change_is_one_command(app: Flask, server: RedisServer) -> None:
+    """Changing one key of an existing session sends exactly one command (EVALSHA), no read-back."""
+    browser = app.test_client()
+    browser.get("/set/a/1")
+    browser.get("/set/a/2")  # warm: the script is loaded
+    sent = _sent_by(server, lambda: browser.get("/set/b/3"))
+    assert sent == ["hgetall", "evalsha"]  # the view reads the session first: load, then apply
+    assert browser.get("/get/b").text == "'3'"
+
+
+def test_new_session_is_one_command(app: Flask, server: RedisServer) -> None:
+    """A first write creates the session with exactly one command."""
+    app.test_client().get("/set/a/1")  # warm
+    assert _sent_by(server, lambda: app.test_client().get("/set/a/1")) == ["evalsha"]
+
+
+def test_untouched_request_sends_nothing(app: Flask, server: RedisServer) -> None:
+    """A request that never touches the session sends Redis nothing."""
+    browser = app.test_client()
+    browser.get("/set/a/1")
+    assert _sent_by(server, lambda: browser.get("/plain")) == []
+
+
+def test_login_indexes_the_user_in_one_pipeline(app: Flask, server: RedisServer) -> None:
+    """Logging in writes the session and the user's set in one pipeline; the manager then lists it."""
+    app.test_client().get("/login/warm")
+    browser = app.test_client()
+    sent = _sent_by(server, lambda: browser.get("/login/zed"))
+    assert sent == ["sadd", "expire", "evalsha"]
+    manager: SessionManager = app.extensions["satchel"]
+    assert [info.user for info in manager.sessions_of("zed")] == ["zed"]
+
+
+def test_requests_reuse_pooled_connections(app: Flask, server: RedisServer) -> None:
+    """Twenty requests open no new connection to Redis: the client's pool is reused."""
+    browser = app.test_client()
+    browser.get("/set/a/1")
+    probe = server.client()
+    try:
+        before = int(probe.info("stats")["total_connections_received"])
+        for i in range(20):
+            assert browser.get(f"/set/k{i}/v").status_code == 200
+        after = int(probe.info("stats")["total_connections_received"])
+    finally:
+        probe.close()
+    assert after == before
