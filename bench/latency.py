@@ -73,12 +73,19 @@ class Call:
                 close()
 
     def batch(self, n: int) -> float:
-        """Microseconds per request over ``n`` requests."""
+        """Microseconds per request over ``n`` requests (wall clock)."""
+        return self.timed_batch(n)[0]
+
+    def timed_batch(self, n: int) -> tuple[float, float]:
+        """Wall-clock and CPU microseconds per request over ``n`` requests."""
         call = self.__call__
+        cpu = time.process_time_ns()
         start = time.perf_counter_ns()
         for _ in range(n):
             call()
-        return (time.perf_counter_ns() - start) / n / 1000.0
+        wall = time.perf_counter_ns() - start
+        cpu = time.process_time_ns() - cpu
+        return wall / n / 1000.0, cpu / n / 1000.0
 
 
 def new_session_cookie(app: Flask) -> str:
@@ -122,12 +129,21 @@ class Timing:
     #: Interquartile range of the app's repetitions, to judge the noise.
     p25_us: float
     p75_us: float
+    #: Fastest batch in CPU time of this process, app and floor. Contention from
+    #: other processes hardly moves it, but it leaves out time spent waiting on a
+    #: server, so it only speaks for in-process work (memory, SQLite, files).
+    cpu_min_us: float
+    floor_cpu_min_us: float
     reps: int
     batch: int
 
     @property
     def overhead_us(self) -> float:
         return self.median_us - self.floor_us
+
+    @property
+    def cpu_overhead_us(self) -> float:
+        return self.cpu_min_us - self.floor_cpu_min_us
 
 
 def _quartiles(values: list[float]) -> tuple[float, float]:
@@ -141,15 +157,25 @@ def time_pair(call: Call, floor: Call, plan: Plan) -> Timing:
     """Median per-request time of ``call`` and of ``floor``, batches interleaved."""
     n = _batch_size(call, plan.batch_seconds)
     nf = _batch_size(floor, plan.batch_seconds)
-    subject: list[float] = []
-    base: list[float] = []
+    subject: list[tuple[float, float]] = []
+    base: list[tuple[float, float]] = []
     for _ in range(plan.reps):
         gc.collect()
-        base.append(floor.batch(nf))
+        base.append(floor.timed_batch(nf))
         gc.collect()
-        subject.append(call.batch(n))
-    p25, p75 = _quartiles(subject)
-    return Timing(statistics.median(subject), statistics.median(base), p25, p75, plan.reps, n)
+        subject.append(call.timed_batch(n))
+    wall = [w for w, _ in subject]
+    p25, p75 = _quartiles(wall)
+    return Timing(
+        median_us=statistics.median(wall),
+        floor_us=statistics.median(w for w, _ in base),
+        p25_us=p25,
+        p75_us=p75,
+        cpu_min_us=min(c for _, c in subject),
+        floor_cpu_min_us=min(c for _, c in base),
+        reps=plan.reps,
+        batch=n,
+    )
 
 
 def count_io(backend: apps.Backend, app: Flask, services: Services, scenario: str, plan: Plan) -> dict[str, float]:
@@ -181,10 +207,14 @@ def run_backend(
     try:
         for scenario in apps.SCENARIOS:
             timing = time_pair(prepare(app, scenario), floor, plan)
-            out[scenario] = dataclasses.asdict(timing) | {"overhead_us": timing.overhead_us}
+            out[scenario] = dataclasses.asdict(timing) | {
+                "overhead_us": timing.overhead_us,
+                "cpu_overhead_us": timing.cpu_overhead_us,
+            }
             log(
                 f"  {backend.name:20} {scenario:9} {timing.median_us:9.1f} µs/req"
                 f"  floor {timing.floor_us:6.1f}  overhead {timing.overhead_us:9.1f}"
+                f"  cpu {timing.cpu_overhead_us:8.1f}"
                 f"  (IQR {timing.p25_us:.1f}-{timing.p75_us:.1f}, {timing.reps}x{timing.batch})"
             )
     finally:

@@ -102,6 +102,12 @@ def run_latency(
     try:
         runnable = []
         for backend in backends:
+            if backend.family == "floor":
+                floor_call = latency.Call(floor_app, "/untouched")
+                timing = latency.time_pair(floor_call, floor_call, plan)
+                lat["floor"] = {"untouched": {"median_us": timing.median_us, "cpu_min_us": timing.cpu_min_us}}
+                _log(f"  floor                {timing.median_us:9.1f} µs/req (cpu {timing.cpu_min_us:.1f})")
+                continue
             reason = apps.unavailable(backend, services)
             if reason is not None:
                 lat[backend.name] = io[backend.name] = reason
