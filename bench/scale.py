@@ -20,6 +20,7 @@ import os
 import random
 import statistics
 import time
+import traceback
 import typing as t
 
 import apps
@@ -298,4 +299,5 @@ def run(services: Services, size: int, log: t.Callable[[str], None]) -> dict[str
         except Exception as e:
             out[name] = f"error: {type(e).__name__}: {e}"
             log(f"  {name}: FAILED: {e}")
+            traceback.print_exc()
     return out
