@@ -29,6 +29,14 @@ class StoreUnavailable(SatchelError):
 
     #: Seconds a client is asked to wait before retrying.
     retry_after: int = 1
+    #: What the 503 response says.
+    message = "The session store is unavailable; please retry shortly.\n"
+
+
+class SessionLocked(StoreUnavailable):
+    """Another request held this session's lock for longer than ``SESSION_LOCK_TIMEOUT``."""
+
+    message = "This session is busy with another request; please retry shortly.\n"
 
 
 class TooManySessions(SatchelError):

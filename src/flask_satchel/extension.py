@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import typing as t
 
+from flask.globals import _cv_request
+
 from . import settings as _settings
 from .cli import session_cli
 from .cookie_session import CookieSessionInterface
 from .errors import ConfigError, StoreUnavailable
 from .interface import SatchelSessionInterface
 from .manager import SessionManager
+from .session import ServerSession
 from .stores import open_store
+from .stores.base import LockingStore
 from .stores.cookie import CookieStore
 
 if t.TYPE_CHECKING:
@@ -19,10 +23,18 @@ if t.TYPE_CHECKING:
 
 def _unavailable(error: StoreUnavailable) -> tuple[str, int, dict[str, str]]:
     return (
-        "The session store is unavailable; please retry shortly.\n",
+        error.message,
         503,
         {"Retry-After": str(error.retry_after), "Content-Type": "text/plain; charset=utf-8"},
     )
+
+
+def _release_lock(error: BaseException | None) -> None:
+    """Safety net: release a session lock when the request ended without saving."""
+    ctx = _cv_request.get(None)
+    session = ctx._session if ctx is not None else None
+    if isinstance(session, ServerSession):
+        session._interface.release(session)
 
 
 class Session:
@@ -41,10 +53,10 @@ class Session:
     def init_app(self, app: Flask) -> SessionManager:
         """Read the config once, open the store and take over ``app.session_interface``."""
         settings = _settings.load(app.config, app.instance_path, app.secret_key)
-        if settings.locking:
-            raise ConfigError("SESSION_LOCKING", "per-session locking is not available in this release")
         with app.app_context():  # a Flask-SQLAlchemy ``db`` needs one to hand out its engine
             store = open_store(settings)
+        if settings.locking and not isinstance(store, LockingStore):
+            raise ConfigError("SESSION_LOCKING", f"the {settings.type} store cannot lock sessions")
         interface: SatchelSessionInterface
         if isinstance(store, CookieStore):
             interface = CookieSessionInterface(settings, store)
@@ -54,5 +66,7 @@ class Session:
         app.session_interface = interface
         app.extensions["satchel"] = manager
         app.register_error_handler(StoreUnavailable, _unavailable)
+        if settings.locking:
+            app.teardown_request(_release_lock)
         app.cli.add_command(session_cli)
         return manager

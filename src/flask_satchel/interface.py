@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import logging
+import secrets
 import time
 import typing as t
 
@@ -26,9 +27,9 @@ from flask.sessions import SecureCookieSessionInterface, SessionInterface
 from itsdangerous import BadSignature
 
 from . import ids, serialization, signals
-from .errors import SatchelError, StoreUnavailable, TooManySessions
+from .errors import SatchelError, SessionLocked, StoreUnavailable, TooManySessions
 from .session import ServerSession
-from .stores.base import Change, Record
+from .stores.base import Change, LockingStore, Record
 
 if t.TYPE_CHECKING:
     from flask import Flask, Request, Response
@@ -122,6 +123,8 @@ class SatchelSessionInterface(SessionInterface):
             )
             return
         key = ids.key_of(sid)
+        if self.settings.locking:
+            self._guard(session, self._acquire, session, key)
         try:
             record = self._guard(session, self.store.load, key)
         except (ValueError, TypeError) as e:  # msgspec.DecodeError is a ValueError
@@ -173,6 +176,32 @@ class SatchelSessionInterface(SessionInterface):
         except StoreUnavailable:
             session._broken = True
             raise
+
+    # Locking --------------------------------------------------------------
+
+    def _acquire(self, session: ServerSession, key: str) -> None:
+        """Wait for the session's lock, up to ``SESSION_LOCK_TIMEOUT``; a 503 after that."""
+        store = t.cast(LockingStore, self.store)
+        token = secrets.token_hex(16)
+        deadline = time.monotonic() + self.settings.lock_timeout
+        pause = 0.001
+        while not store.lock(key, token, self.settings.lock_lease):
+            if time.monotonic() >= deadline:
+                raise SessionLocked(f"session {key} stayed locked for {self.settings.lock_timeout:g} s")
+            time.sleep(pause)
+            pause = min(pause * 2, 0.025)
+        session._lock = (key, token)
+
+    def release(self, session: ServerSession) -> None:
+        """Give the session's lock back, if this request holds one."""
+        held, session._lock = session._lock, None
+        if held is None:
+            return
+        try:
+            if not t.cast(LockingStore, self.store).unlock(*held):
+                log.warning("A session lock lapsed before its request ended; raise SESSION_LOCK_LEASE")
+        except StoreUnavailable as e:
+            log.warning("Could not release a session lock (it will lapse): %s", e)
 
     # Explicit lifecycle ----------------------------------------------------
 
@@ -236,15 +265,16 @@ class SatchelSessionInterface(SessionInterface):
         response.vary.add("Cookie")
         if not session._loaded:
             return  # the proxy was used, the data never was: nothing to write
-        if session._broken:
-            return
         try:
-            self._save(app, session, response)
+            if not session._broken:
+                self._save(app, session, response)
         except StoreUnavailable as e:
             # Flask turns errors raised after the view into a 500 and ignores
             # error handlers, so the 503 is made here, on the response itself.
             _make_unavailable(response, e)
             return
+        finally:
+            self.release(session)
         n = self.settings.cleanup_n_requests
         if n is not None and next(self._saves) % n == 0:
             try:
@@ -414,4 +444,4 @@ def _make_unavailable(response: Response, error: StoreUnavailable) -> None:
     response.status_code = 503
     response.headers["Retry-After"] = str(error.retry_after)
     response.mimetype = "text/plain"
-    response.set_data("The session store is unavailable; please retry shortly.\n")
+    response.set_data(error.message)

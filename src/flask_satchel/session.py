@@ -72,6 +72,8 @@ class ServerSession(dict[str, t.Any], SessionMixin):
         self._regenerated_from: str | None = None
         #: ``destroy()`` was called during this request.
         self._destroyed = False
+        #: (key, token) of the session lock this request holds (``SESSION_LOCKING``).
+        self._lock: tuple[str, str] | None = None
         self._permanent = interface.settings.permanent
         self._permanent_changed = False
 

@@ -65,6 +65,10 @@ class Settings:
     user_key: str = "_user_id"
     track_client: bool = False
     locking: bool = False
+    #: How long a request waits for its session's lock before a 503.
+    lock_timeout: float = 10.0
+    #: How long a lock lives if its holder never releases it (a crashed process).
+    lock_lease: float = 60.0
     store_timeout: float = 2.0
     cleanup_n_requests: int | None = None
     #: Where the SQLite database lives (``sqlite`` type).
@@ -279,6 +283,8 @@ def load(config: t.Mapping[str, t.Any], instance_path: str, secret_key: t.Any) -
         user_key=user_key,
         track_client=_flag(config, "SESSION_TRACK_CLIENT", False),
         locking=_flag(config, "SESSION_LOCKING", False),
+        lock_timeout=_seconds(config, "SESSION_LOCK_TIMEOUT", 10.0, zero=False),
+        lock_lease=_seconds(config, "SESSION_LOCK_LEASE", 60.0, zero=False),
         store_timeout=_seconds(config, "SESSION_STORE_TIMEOUT", 2.0, zero=False),
         cleanup_n_requests=cleanup_n,
         sqlite_path=_local_path(

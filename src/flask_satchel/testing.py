@@ -44,7 +44,7 @@ from .errors import NotSupported
 from .interface import SatchelSessionInterface
 from .manager import SessionManager
 from .session import ServerSession
-from .stores.base import Change, Record, Store
+from .stores.base import Change, LockingStore, Record, Store
 
 __all__ = ["AppContract", "CountingStore", "SessionContract", "StoreContract", "live_server"]
 
@@ -75,6 +75,8 @@ class StoreContract:
     native_ttl = False
     #: False for stores that cannot list or count every session (Memcached).
     lists_everything = True
+    #: False for stores whose locks die with their holder (``flock``) rather than lapse.
+    lock_leases = True
 
     @pytest.fixture
     def store(self) -> t.Iterator[Store]:
@@ -249,6 +251,30 @@ class StoreContract:
         assert store.count(later) == 2
         assert len(store.sessions(later)) == 2
 
+    def test_lock_is_exclusive(self, store: Store) -> None:
+        """A session lock has one holder; a wrong token cannot release it; released, it can be taken again."""
+        if not isinstance(store, LockingStore):
+            pytest.skip(f"{type(store).__name__} does not lock sessions")
+        key = _key()
+        assert store.lock(key, "a", 30) is True
+        assert store.lock(key, "b", 30) is False
+        assert store.unlock(key, "b") is False
+        assert store.lock(_key(), "b", 30) is True  # other sessions are not blocked
+        assert store.unlock(key, "a") is True
+        assert store.lock(key, "b", 30) is True
+        assert store.unlock(key, "b") is True
+
+    def test_lapsed_lock_can_be_taken(self, store: Store) -> None:
+        """A lock whose holder never released it lapses after its lease (no deadlock after a crash)."""
+        if not isinstance(store, LockingStore) or not self.lock_leases:
+            pytest.skip("this store's locks die with their holder instead of lapsing")
+        key = _key()
+        assert store.lock(key, "crashed", 0.2) is True
+        time.sleep(0.3)
+        assert store.lock(key, "next", 30) is True
+        assert store.unlock(key, "crashed") is False
+        assert store.unlock(key, "next") is True
+
     def test_concurrent_changes_all_survive(self, store: Store) -> None:
         """32 overlapping changes to different keys of one record are all kept."""
         now = time.time()
@@ -329,6 +355,12 @@ class SessionContract:
 
     @pytest.fixture
     def app(self, config: dict[str, t.Any], tmp_path: t.Any) -> t.Iterator[Flask]:
+        app = self.make_app(config, tmp_path)
+        yield app
+        app.extensions["satchel"].store.close()
+
+    def make_app(self, config: dict[str, t.Any], tmp_path: t.Any) -> Flask:
+        """An app on the store under test, with the views the contract drives."""
         app = Flask("satchel_contract", instance_path=str(tmp_path / "instance"))
         app.config.update(SECRET_KEY="contract-test-secret", **config)
         app.config.setdefault("SESSION_KEY_PREFIX", f"contract-{uuid.uuid4().hex[:8]}:")
@@ -378,8 +410,14 @@ class SessionContract:
         def handle() -> str:
             return session.handle
 
-        yield app
-        app.extensions["satchel"].store.close()
+        @app.get("/increment")
+        def increment() -> str:
+            n = session.get("n", 0)
+            time.sleep(float(app.config.get("TEST_PAUSE", 0.02)))
+            session["n"] = n + 1
+            return "ok"
+
+        return app
 
     @pytest.fixture
     def manager(self, app: Flask) -> SessionManager:
@@ -680,6 +718,43 @@ class AppContract(SessionContract):
         response = client.get("/get/p")
         assert counting.calls == ["load", "touch"]
         assert "Expires=" in response.headers["Set-Cookie"]
+
+    def test_locking_serialises_same_key_writes(self, app: Flask, config: dict[str, t.Any], tmp_path: t.Any) -> None:
+        """With SESSION_LOCKING, 32 concurrent read-modify-write requests of one key end at exactly 32."""
+        if not isinstance(app.extensions["satchel"].store, LockingStore):
+            pytest.skip("this store does not lock sessions")
+        app = self.make_app({**config, "SESSION_LOCKING": True, "SESSION_LOCK_TIMEOUT": 30}, tmp_path / "locking")
+        try:
+            with live_server(app) as address:
+                _, _, cookie = _get(address, "/set/n0/0")
+                with concurrent.futures.ThreadPoolExecutor(32) as pool:
+                    statuses = list(pool.map(lambda _: _get(address, "/increment", cookie)[0], range(32)))
+                _, body, _ = _get(address, "/get/n", cookie)
+            assert statuses == [200] * 32
+            assert body == "32"
+        finally:
+            app.extensions["satchel"].store.close()
+
+    def test_lock_timeout_is_a_clear_503(self, app: Flask, config: dict[str, t.Any], tmp_path: t.Any) -> None:
+        """A session locked past SESSION_LOCK_TIMEOUT answers 503 with Retry-After, then recovers."""
+        if not isinstance(app.extensions["satchel"].store, LockingStore):
+            pytest.skip("this store does not lock sessions")
+        app = self.make_app({**config, "SESSION_LOCKING": True, "SESSION_LOCK_TIMEOUT": 0.3}, tmp_path / "locking")
+        try:
+            client = app.test_client()
+            handle = client.get("/login/lou").text
+            store = t.cast(LockingStore, app.extensions["satchel"].store)
+            assert store.lock(handle, "someone-else", 30)
+            started = time.monotonic()
+            response = client.get("/get/_user_id")
+            assert response.status_code == 503
+            assert response.headers["Retry-After"] == "1"
+            assert "busy with another request" in response.text
+            assert time.monotonic() - started < 2
+            assert store.unlock(handle, "someone-else")
+            assert client.get("/get/_user_id").text == "'lou'"
+        finally:
+            app.extensions["satchel"].store.close()
 
     def test_sessions_of_and_revoke_user(self, app: Flask, manager: SessionManager) -> None:
         """sessions_of lists a user's sessions; revoke_user(keep=…) logs out the others."""

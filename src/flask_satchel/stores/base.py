@@ -116,3 +116,20 @@ class Store(t.Protocol):
 
     def close(self) -> None:
         """Release connections and files."""
+
+
+@t.runtime_checkable
+class LockingStore(Store, t.Protocol):
+    """A store that can also serialise one session's requests (``SESSION_LOCKING``).
+
+    A lock is a lease: it names its holder (``token``) and lapses after
+    ``lease`` seconds, so a process that dies holding it cannot block the
+    session for ever. Stores whose locks die with their holder (``flock``)
+    may ignore ``lease``.
+    """
+
+    def lock(self, key: str, token: str, lease: float) -> bool:
+        """Take the lock of ``key`` for ``token`` if it is free or lapsed; never waits."""
+
+    def unlock(self, key: str, token: str) -> bool:
+        """Release the lock if ``token`` still holds it; False when it had lapsed or been taken."""

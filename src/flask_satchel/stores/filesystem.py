@@ -26,6 +26,7 @@ import fcntl
 import hashlib
 import os
 import secrets
+import threading
 import time
 import typing as t
 
@@ -40,6 +41,7 @@ if t.TYPE_CHECKING:
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(Record).decode
 _USERS = "users"
+_LOCKS = "locks"
 
 
 class FileSystemStore:
@@ -49,6 +51,9 @@ class FileSystemStore:
         self.directory = directory
         self.mode = mode
         self.timeout = timeout
+        #: Session locks this process holds: token -> (path, open descriptor).
+        self._held: dict[str, tuple[str, int]] = {}
+        self._held_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FileSystemStore:
@@ -69,7 +74,7 @@ class FileSystemStore:
         except FileNotFoundError:
             return
         for folder in folders:
-            if folder.name == _USERS or not folder.is_dir():
+            if folder.name in (_USERS, _LOCKS) or not folder.is_dir():
                 continue
             for entry in os.scandir(folder.path):
                 if not entry.name.endswith(".tmp"):
@@ -232,5 +237,45 @@ class FileSystemStore:
     def count(self, now: float) -> int:
         return sum(1 for entry in self._shards() if entry.stat().st_mtime > now)
 
+    def lock(self, key: str, token: str, lease: float) -> bool:
+        """An ``flock`` on ``locks/<key>``, held open until ``unlock``.
+
+        The kernel drops an ``flock`` when its process dies, so no lease is
+        needed. The file is removed on unlock; a waiter that locked the
+        removed file notices the path now names another inode and fails this
+        attempt, as ``_locked`` does for records.
+        """
+        folder = os.path.join(self.directory, _LOCKS)
+        path = os.path.join(folder, key)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, self.mode)
+        except FileNotFoundError:
+            os.makedirs(folder, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, self.mode)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                with self._held_lock:
+                    self._held[token] = (path, fd)
+                return True
+        except (BlockingIOError, FileNotFoundError):
+            pass
+        os.close(fd)
+        return False
+
+    def unlock(self, key: str, token: str) -> bool:
+        with self._held_lock:
+            held = self._held.pop(token, None)
+        if held is None:
+            return False
+        path, fd = held
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.close(fd)
+        return True
+
     def close(self) -> None:
-        pass
+        with self._held_lock:
+            held, self._held = self._held, {}
+        for _, fd in held.values():
+            os.close(fd)

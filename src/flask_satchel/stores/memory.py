@@ -8,6 +8,7 @@ Everything is lost when the process exits.
 from __future__ import annotations
 
 import threading
+import time
 import typing as t
 
 import msgspec
@@ -23,6 +24,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._records: dict[str, Record] = {}
+        self._locks: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -74,6 +76,23 @@ class MemoryStore:
 
     def count(self, now: float) -> int:
         return len(self.sessions(now))
+
+    def lock(self, key: str, token: str, lease: float) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            holder = self._locks.get(key)
+            if holder is not None and holder[1] > now:
+                return False
+            self._locks[key] = (token, now + lease)
+            return True
+
+    def unlock(self, key: str, token: str) -> bool:
+        with self._lock:
+            holder = self._locks.get(key)
+            if holder is None or holder[0] != token:
+                return False
+            del self._locks[key]
+            return holder[1] > time.monotonic()
 
     def close(self) -> None:
         self._records.clear()

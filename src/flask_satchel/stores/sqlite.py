@@ -13,6 +13,7 @@ import contextlib
 import os
 import queue
 import sqlite3
+import time
 import typing as t
 
 import msgspec
@@ -37,6 +38,11 @@ CREATE TABLE IF NOT EXISTS satchel_sessions (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS satchel_sessions_expires ON satchel_sessions (expires_at);
 CREATE INDEX IF NOT EXISTS satchel_sessions_user ON satchel_sessions (user) WHERE user IS NOT NULL;
+CREATE TABLE IF NOT EXISTS satchel_locks (
+    key TEXT PRIMARY KEY,
+    token TEXT NOT NULL,
+    expires_at REAL NOT NULL
+) WITHOUT ROWID;
 """
 _COLUMNS = "data, created_at, last_seen, expires_at, permanent, user, client"
 _LOAD = f"SELECT {_COLUMNS} FROM satchel_sessions WHERE key = ?"
@@ -207,6 +213,26 @@ class SQLiteStore:
     def count(self, now: float) -> int:
         with self._conn() as conn:
             return int(conn.execute("SELECT count(*) FROM satchel_sessions WHERE expires_at > ?", (now,)).fetchone()[0])
+
+    def lock(self, key: str, token: str, lease: float) -> bool:
+        now = time.time()
+        with self._conn() as conn:
+            # Insert, or take over a lapsed lease; a live one makes the upsert a no-op.
+            cursor = conn.execute(
+                "INSERT INTO satchel_locks (key, token, expires_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET token = excluded.token, expires_at = excluded.expires_at"
+                " WHERE satchel_locks.expires_at <= ?",
+                (key, token, now + lease, now),
+            )
+        return cursor.rowcount > 0
+
+    def unlock(self, key: str, token: str) -> bool:
+        with self._conn() as conn:
+            cursor = conn.execute(
+                "DELETE FROM satchel_locks WHERE key = ? AND token = ? RETURNING expires_at", (key, token)
+            )
+            row = cursor.fetchone()
+        return row is not None and row[0] > time.time()
 
     def close(self) -> None:
         while True:
