@@ -45,6 +45,9 @@ Layout, and why:
   it; a set member can therefore be stale, and listing checks every member
   against its record and drops the ones that are gone or belong to someone
   else now.
+- ``SESSION_LOCKING`` takes ``prefix + "lock:{" + key + "}"`` with ``SET NX PX``:
+  a lease in the session's slot that lapses by itself if its holder dies,
+  released by a script that deletes it only for the token that holds it.
 """
 
 from __future__ import annotations
@@ -167,6 +170,12 @@ redis.call('PEXPIREAT', KEYS[1], ARGV[3])
 return 1
 """
 
+#: KEYS[1] a session's lock; ARGV[1] the holder's token. 1 if released.
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('DEL', KEYS[1])
+"""
+
 #: KEYS[1] the session. Returns {1 if deleted, user field}.
 _DELETE = """
 local user = redis.call('HGET', KEYS[1], '\\255user')
@@ -184,7 +193,13 @@ class _Script:
 
 _SCRIPTS = {
     name: _Script(source)
-    for name, source in [("create", _CREATE), ("apply", _APPLY), ("touch", _TOUCH), ("delete", _DELETE)]
+    for name, source in [
+        ("create", _CREATE),
+        ("apply", _APPLY),
+        ("touch", _TOUCH),
+        ("delete", _DELETE),
+        ("unlock", _UNLOCK),
+    ]
 }
 
 
@@ -416,23 +431,26 @@ class RedisStore:
     def _key(self, key: str) -> str:
         return f"{self.prefix}{{{key}}}"
 
+    def _lock(self, key: str) -> str:
+        return f"{self.prefix}lock:{{{key}}}"  # the session's slot; not matched by _pattern
+
     def _index(self, user: str) -> str:
         return f"{self.prefix}user:{{{hashlib.sha256(user.encode()).hexdigest()[:32]}}}"
 
     def _run(self, name: str, key: str, args: t.Sequence[t.Any], before: t.Sequence[tuple[t.Any, ...]] = ()) -> t.Any:
-        """Run a script on one session, after ``before`` commands, in one round trip."""
+        """Run a script on the Redis key ``key``, after ``before`` commands, in one round trip."""
         script = _SCRIPTS[name]
         client = self.client
         with self._unavailable():
             for attempt in (1, 2):
                 try:
                     if not before:
-                        return client.evalsha(script.sha, 1, self._key(key), *args)
+                        return client.evalsha(script.sha, 1, key, *args)
                     pipe = client.pipeline(transaction=False)
                     for command in before:
                         pipe.execute_command(*command)
                     # execute_command: a cluster pipeline blocks its evalsha() method, not the command.
-                    pipe.execute_command("EVALSHA", script.sha, 1, self._key(key), *args)
+                    pipe.execute_command("EVALSHA", script.sha, 1, key, *args)
                     return pipe.execute()[-1]
                 except NoScriptError:
                     if attempt == 2:
@@ -518,7 +536,7 @@ class RedisStore:
         for name, value in record.data.items():
             args += (_field(name), value)
         before = self._add_to_index(record.user, key) if record.user is not None else []
-        self._run("create", key, args, before)
+        self._run("create", self._key(key), args, before)
 
     def apply(self, key: str, change: Change) -> int | None:
         args: list[t.Any] = [
@@ -537,7 +555,7 @@ class RedisStore:
         args += (_field(name) for name in change.removed)
         joins = change.user if change.user_changed else None
         before = self._add_to_index(joins, key) if joins is not None else []
-        result = self._run("apply", key, args, before)
+        result = self._run("apply", self._key(key), args, before)
         if result is None:
             return None
         count, previous = int(result[0]), _user_of(result[1])
@@ -551,10 +569,10 @@ class RedisStore:
         return count
 
     def touch(self, key: str, last_seen: float, expires_at: float) -> bool:
-        return bool(self._run("touch", key, [repr(last_seen), repr(expires_at), _ms(expires_at)]))
+        return bool(self._run("touch", self._key(key), [repr(last_seen), repr(expires_at), _ms(expires_at)]))
 
     def delete(self, key: str) -> bool:
-        deleted, user = self._run("delete", key, [])
+        deleted, user = self._run("delete", self._key(key), [])
         user = _user_of(user)
         if user is not None:
             self._drop_from_index([user], key)
@@ -582,6 +600,15 @@ class RedisStore:
             with self._unavailable():
                 self.client.srem(self._index(user), *stale)
         return live
+
+    def lock(self, key: str, token: str, lease: float) -> bool:
+        """Take the session's lock: a key that lapses by itself after ``lease`` (SET NX PX)."""
+        with self._unavailable():
+            return bool(self.client.set(self._lock(key), token, nx=True, px=max(1, int(lease * 1000))))
+
+    def unlock(self, key: str, token: str) -> bool:
+        """Release the lock only if ``token`` still holds it; compare and delete in one script."""
+        return bool(self._run("unlock", self._lock(key), [token]))
 
     def cleanup(self, now: float) -> int:
         return 0  # Redis drops each record at its expires_at (PEXPIREAT)
