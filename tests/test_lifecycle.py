@@ -88,6 +88,18 @@ def test_signals_carry_handles_never_sids(tmp_path: t.Any) -> None:
     assert sid is None or all(sid.value not in kwargs.values() for _, kwargs in events)
 
 
+def test_revocations_are_signalled(tmp_path: t.Any) -> None:
+    """revoke and revoke_user send session_revoked once per session ended, with its handle."""
+    app = make_app(tmp_path)
+    handles = [app.test_client().get("/login/fay").text for _ in range(3)]
+    manager = app.extensions["satchel"]
+    with recording(app) as events:
+        assert manager.revoke(handles[0]) is True
+        assert manager.revoke(handles[0]) is False
+        assert manager.revoke_user("fay", keep=handles[1]) == 1
+    assert events == [("revoked", {"handle": handles[0]}), ("revoked", {"handle": handles[2]})]
+
+
 def test_client_details_are_tracked_behind_proxyfix(tmp_path: t.Any) -> None:
     """With SESSION_TRACK_CLIENT the session list shows the client's ip (via ProxyFix) and user agent."""
     app = make_app(tmp_path, SESSION_TRACK_CLIENT=True)

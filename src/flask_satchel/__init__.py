@@ -7,4 +7,5 @@ from .errors import StoreUnavailable as StoreUnavailable
 from .extension import Session as Session
 from .manager import SessionInfo as SessionInfo
 from .manager import SessionManager as SessionManager
+from .manager import Stats as Stats
 from .session import ServerSession as ServerSession

@@ -62,7 +62,7 @@ class Session:
             interface = CookieSessionInterface(settings, store)
         else:
             interface = SatchelSessionInterface(settings, store)
-        manager = SessionManager(settings, store, interface)
+        manager = SessionManager(settings, store, interface, app)
         app.session_interface = interface
         app.extensions["satchel"] = manager
         app.register_error_handler(StoreUnavailable, _unavailable)

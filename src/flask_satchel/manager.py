@@ -15,10 +15,13 @@ import datetime as dt
 import re
 import typing as t
 
+from . import signals
 from .errors import NotSupported
 from .stores.cookie import CookieStore
 
 if t.TYPE_CHECKING:
+    from flask import Flask
+
     from .interface import SatchelSessionInterface
     from .settings import Settings
     from .stores.base import Record, Store
@@ -95,10 +98,14 @@ class Stats:
 class SessionManager:
     """List, inspect, revoke, count, clean up and migrate the sessions of one app."""
 
-    def __init__(self, settings: Settings, store: Store, interface: SatchelSessionInterface) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, interface: SatchelSessionInterface, app: Flask | None = None
+    ) -> None:
         self.settings = settings
         self.store = store
         self.interface = interface
+        #: The app, as the sender of ``session_revoked``.
+        self.app = app
 
     def _now(self) -> float:
         return self.interface.now()
@@ -148,7 +155,10 @@ class SessionManager:
         """End one session; True when it existed."""
         if not isinstance(handle, str) or not _HANDLE.fullmatch(handle):
             return False
-        return self.store.delete(handle)
+        if not self.store.delete(handle):
+            return False
+        signals.session_revoked.send(self.app, handle=handle)
+        return True
 
     def revoke_user(self, user: t.Any, keep: str | None = None) -> int:
         """End every session of ``user`` but ``keep``; returns how many ended.
@@ -160,7 +170,7 @@ class SessionManager:
         if isinstance(self.store, CookieStore):
             self.store.revoke_user(str(user), keep, self._now(), self.settings.absolute_lifetime)
             return 0
-        return sum(self.store.delete(info.handle) for info in self.sessions_of(user) if info.handle != keep)
+        return sum(self.revoke(info.handle) for info in self.sessions_of(user) if info.handle != keep)
 
     def cleanup(self, progress: Progress | None = None) -> int:
         """Delete expired records; 0 for stores whose records expire by themselves.

@@ -118,12 +118,13 @@ def _type_and_url(config: t.Mapping[str, t.Any]) -> tuple[str, SplitResult | Non
     url = None
     if raw_url is not None:
         if not isinstance(raw_url, str) or "://" not in raw_url:
-            raise ConfigError("SESSION_URL", f"expected a URL such as 'redis://127.0.0.1:6379/0', got {raw_url!r}")
+            raise ConfigError("SESSION_URL", "expected a URL such as 'redis://127.0.0.1:6379/0'")
         try:
             url = urlsplit(raw_url)
             url.port  # noqa: B018 - parses the port, which raises on garbage
         except ValueError as e:
-            raise ConfigError("SESSION_URL", f"cannot parse {raw_url!r}: {e}") from None
+            # The URL itself is not repeated: it may hold a password.
+            raise ConfigError("SESSION_URL", f"cannot parse the URL: {e}") from None
         scheme = url.scheme.lower()
         from_url = SCHEMES.get(scheme) or SCHEMES.get(scheme.split("+")[0])
         if from_url is None:
