@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import sqlite3
 import sys
+import threading
 import typing as t
 
 if t.TYPE_CHECKING:
@@ -130,7 +132,7 @@ class MemcachedProbe(Probe):
 class SQLAlchemyProbe(Probe):
     """Cursor, begin and commit events of every SQLAlchemy engine in the process."""
 
-    unit = "statements + BEGIN/COMMIT sent"
+    unit = "statements + BEGIN/COMMIT/ROLLBACK + pre-ping sent"
 
     def __init__(self, network: bool) -> None:
         from sqlalchemy import event
@@ -140,11 +142,25 @@ class SQLAlchemyProbe(Probe):
         self._engine = Engine
         #: psycopg sends BEGIN as a query of its own; pysqlite's is in-process.
         self._network = network
-        self.counts: Counts = {"statements": 0.0, "writes": 0.0, "begins": 0.0, "commits": 0.0, "rollbacks": 0.0}
+        self.counts: Counts = {
+            "statements": 0.0,
+            "writes": 0.0,
+            "begins": 0.0,
+            "commits": 0.0,
+            "rollbacks": 0.0,
+            "pings": 0.0,
+        }
+        event.listen(Engine, "engine_connect", self._on_connect)
         event.listen(Engine, "before_cursor_execute", self._on_execute)
         event.listen(Engine, "begin", self._on_begin)
         event.listen(Engine, "commit", self._on_commit)
         event.listen(Engine, "rollback", self._on_rollback)
+
+    def _on_connect(self, conn: t.Any) -> None:
+        # With pool_pre_ping, every checkout from the pool first sends a ping,
+        # at the DBAPI level where no cursor event sees it.
+        if getattr(conn.engine.pool, "_pre_ping", False):
+            self.counts["pings"] += 1
 
     def _on_execute(self, conn: t.Any, cursor: t.Any, statement: str, *args: t.Any) -> None:
         self.counts["statements"] += 1
@@ -164,14 +180,88 @@ class SQLAlchemyProbe(Probe):
         c = dict(self.counts)
         # A transaction that wrote; a BEGIN/COMMIT around reads only is not one.
         c["transactions"] = c["commits"]
-        c["round_trips"] = c["statements"] + c["commits"] + c["rollbacks"] + (c["begins"] if self._network else 0)
+        network = c["begins"] + c["pings"] if self._network else 0
+        c["round_trips"] = c["statements"] + c["commits"] + c["rollbacks"] + network
         return c
 
     def close(self) -> None:
+        self._event.remove(self._engine, "engine_connect", self._on_connect)
         self._event.remove(self._engine, "before_cursor_execute", self._on_execute)
         self._event.remove(self._engine, "begin", self._on_begin)
         self._event.remove(self._engine, "commit", self._on_commit)
         self._event.remove(self._engine, "rollback", self._on_rollback)
+
+
+class Relay:
+    """A loopback TCP relay that counts round trips on the wire.
+
+    libpq sends from C, out of reach of any Python hook, and PostgreSQL keeps no
+    per-session count of requests. So the counting pass talks to PostgreSQL
+    through this relay: every time the client speaks after the server has
+    answered (or for the first time) is one round trip. A pipelined burst is
+    one; a ping, a BEGIN or a ROLLBACK sent on its own is one each.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.round_trips = 0
+        self._lock = threading.Lock()
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._server.getsockname()[1])
+        self._sockets: list[socket.socket] = []
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            for sock in (client, upstream):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._sockets += [client, upstream]
+            state = {"last": "s2c"}
+            threading.Thread(target=self._pump, args=(client, upstream, "c2s", state), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, "s2c", state), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, direction: str, state: dict[str, str]) -> None:
+        try:
+            while data := src.recv(65536):
+                with self._lock:
+                    if direction == "c2s" and state["last"] != "c2s":
+                        self.round_trips += 1
+                    state["last"] = direction
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._closed = True
+        self._server.close()
+        for sock in self._sockets:
+            sock.close()
+
+
+class RelayedSQLProbe(SQLAlchemyProbe):
+    """SQLAlchemy's events for statements and transactions, the relay for round trips."""
+
+    unit = "round trips through a counting TCP relay"
+
+    def __init__(self, relay: Relay) -> None:
+        super().__init__(network=True)
+        self.relay = relay
+
+    def read(self) -> Counts:
+        c = super().read()
+        c["events_round_trips"] = c["round_trips"]
+        c["round_trips"] = float(self.relay.round_trips)
+        return c
 
 
 class SQLiteProbe(Probe):
@@ -285,7 +375,7 @@ class FileProbe(Probe):
         _FS_ACTIVE = False
 
 
-def probe_for(backend: Backend, app: Flask, services: Services) -> Probe:
+def probe_for(backend: Backend, app: Flask, services: Services, relay: Relay | None = None) -> Probe:
     """The right counter for ``backend``; a plain ``Probe`` (all zero) when there is no I/O."""
     storage = backend.storage
     if storage == "redis":
@@ -293,6 +383,8 @@ def probe_for(backend: Backend, app: Flask, services: Services) -> Probe:
     if storage == "memcached":
         return MemcachedProbe(t.cast(int, services.memcached_port))
     if storage == "postgresql":
+        if relay is not None:
+            return RelayedSQLProbe(relay)
         return SQLAlchemyProbe(network=True)
     if storage == "sqlite":
         if backend.family == "flask-session":
@@ -310,8 +402,8 @@ def delta(before: Counts, after: Counts, requests: int) -> Counts:
 
 
 @contextlib.contextmanager
-def probing(backend: Backend, app: Flask, services: Services) -> t.Iterator[Probe]:
-    probe = probe_for(backend, app, services)
+def probing(backend: Backend, app: Flask, services: Services, relay: Relay | None = None) -> t.Iterator[Probe]:
+    probe = probe_for(backend, app, services, relay)
     try:
         yield probe
     finally:

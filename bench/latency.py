@@ -178,7 +178,14 @@ def time_pair(call: Call, floor: Call, plan: Plan) -> Timing:
     )
 
 
-def count_io(backend: apps.Backend, app: Flask, services: Services, scenario: str, plan: Plan) -> dict[str, float]:
+def count_io(
+    backend: apps.Backend,
+    app: Flask,
+    services: Services,
+    scenario: str,
+    plan: Plan,
+    relay: counters.Relay | None = None,
+) -> dict[str, float]:
     """Store work per request for ``scenario``, from the server's (or client's) own counters."""
     call = prepare(app, scenario)
     start = time.perf_counter()
@@ -186,7 +193,7 @@ def count_io(backend: apps.Backend, app: Flask, services: Services, scenario: st
         call()
     slow = (time.perf_counter() - start) / 3 > 0.005
     n = max(5, plan.count_requests // 10) if slow else plan.count_requests
-    with counters.probing(backend, app, services) as probe:
+    with counters.probing(backend, app, services, relay) as probe:
         call()  # the probe may have dropped pooled connections: reopen them outside the count
         before = probe.read()
         for _ in range(n):
@@ -223,9 +230,15 @@ def run_backend(
 
 
 def count_backend(backend: apps.Backend, services: Services, plan: Plan) -> dict[str, dict[str, float]]:
-    """The counting passes of one backend, on a fresh app."""
+    """The counting passes of one backend, on a fresh app (talking to PostgreSQL through a counting relay)."""
+    relay = None
+    if backend.storage == "postgresql" and services.pg_url:
+        relay = counters.Relay("127.0.0.1", 5432)
+        services = dataclasses.replace(services, pg_url=services.pg_url.replace(":5432/", f":{relay.port}/"))
     app = apps.build(backend.name, services)
     try:
-        return {scenario: count_io(backend, app, services, scenario, plan) for scenario in apps.SCENARIOS}
+        return {scenario: count_io(backend, app, services, scenario, plan, relay) for scenario in apps.SCENARIOS}
     finally:
         apps.close(app)
+        if relay is not None:
+            relay.close()

@@ -15,6 +15,7 @@ import datetime as dt
 import importlib.metadata
 import os
 import platform
+import signal
 import sys
 import time
 import traceback
@@ -144,13 +145,19 @@ def _unit(backend: apps.Backend) -> str:
     return {
         "redis": "server socket reads (INFO total_reads_processed)",
         "memcached": "server commands (stats)",
-        "postgresql": "SQLAlchemy statements + BEGIN/COMMIT",
+        "postgresql": "client bursts through a counting TCP relay",
         "filesystem": "file opens (audit events)",
         "sqlite": "SQL statements" + (" (SQLAlchemy events)" if backend.family == "flask-session" else " (trace)"),
     }.get(backend.storage, "")
 
 
+def _stop(signum: int, frame: t.Any) -> None:
+    # SIGTERM ends the run like Ctrl-C, so the private servers and tables are cleaned up.
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _stop)
     args = _parse(argv)
     mode = "quick" if args.quick else ("full" if args.throughput and args.scale and args.profile else "partial")
     results: dict[str, t.Any] = {"meta": _meta(mode)}
