@@ -23,6 +23,7 @@ import secrets
 import time
 import typing as t
 
+import msgspec
 from flask.sessions import SecureCookieSessionInterface, SessionInterface
 from itsdangerous import BadSignature
 
@@ -67,7 +68,7 @@ class SatchelSessionInterface(SessionInterface):
         return self._sid(session)
 
     def handle_for(self, session: ServerSession) -> str:
-        return ids.key_of(self._sid(session))
+        return session._key or ids.key_of(self._sid(session))
 
     def _sid(self, session: ServerSession) -> str:
         """The session's id, made when first needed (a new session may never need one)."""
@@ -130,6 +131,11 @@ class SatchelSessionInterface(SessionInterface):
         except (ValueError, TypeError) as e:  # msgspec.DecodeError is a ValueError
             security_log.warning("Unreadable session record %s, starting a new session: %s", key, e)
             return
+        if record is None and self.settings.rotate_interval is not None:
+            forwarded = self._guard(session, self._follow, key)
+            if forwarded is not None:  # a sid rotated moments ago, still in its grace window
+                key, record = forwarded
+                session._key = key
         if record is None:
             return  # unknown, expired or revoked: never adopted
         now = self.now()
@@ -149,6 +155,8 @@ class SatchelSessionInterface(SessionInterface):
         session._stored = True
         session._permanent = record.permanent
         session._new = False
+        if session._key is None and self._rotation_due(record, now):
+            self._guard(session, self._rotate, session, key, record, now)
 
     def _import_flask_cookie(self, app: Flask, session: ServerSession, value: str) -> bool:
         """Take over a valid session cookie of Flask's own kind, so its user stays logged in."""
@@ -176,6 +184,71 @@ class SatchelSessionInterface(SessionInterface):
         except StoreUnavailable:
             session._broken = True
             raise
+
+    # Rotation -------------------------------------------------------------
+    #
+    # SESSION_ROTATE_INTERVAL gives a long-lived session a new sid now and then,
+    # so a sid that leaked long ago stops working. Unlike regenerate(), the old
+    # sid is honoured for SESSION_ROTATION_GRACE: the other requests of a page
+    # that were sent with it must not log the user out. A small forwarding
+    # record, under a key derived from the old one, points to the new record;
+    # a request with the old sid follows it, and so does a write from a request
+    # that loaded the old record before the rotation, so no update is lost.
+
+    def _rotation_due(self, record: Record, now: float) -> bool:
+        """True when the session has crossed a multiple of the interval since it was last seen."""
+        interval = self.settings.rotate_interval
+        if interval is None:
+            return False
+        return (now - record.created_at) // interval > (record.last_seen - record.created_at) // interval
+
+    def _rotate(self, session: ServerSession, key: str, record: Record, now: float) -> None:
+        sid = self.new_sid()
+        new_key = ids.key_of(sid)
+        renewed = msgspec.structs.replace(
+            record, last_seen=now, expires_at=self._deadline(session._app, record.created_at, now)
+        )
+        self.store.create(new_key, renewed)
+        if not self.store.delete(key):  # another request of this session rotated it first
+            self.store.delete(new_key)
+            return
+        pointer = Record(
+            data={"to": new_key.encode()}, created_at=now, last_seen=now, expires_at=now + self.settings.rotation_grace
+        )
+        self.store.create(_forward_key(key), pointer)
+        session._sid = sid
+        session._record = renewed
+        session._rotated = True
+        signals.session_regenerated.send(session._app, handle=new_key, old_handle=key)
+
+    def _follow(self, key: str) -> tuple[str, Record] | None:
+        """The record a rotated key forwards to, while the grace window lasts."""
+        pointer = self.store.load(_forward_key(key))
+        if pointer is None or self.now() >= pointer.expires_at or "to" not in pointer.data:
+            return None
+        target = pointer.data["to"].decode()
+        record = self.store.load(target)
+        return None if record is None else (target, record)
+
+    def _apply(self, session: ServerSession, change: Change) -> int | None:
+        """``store.apply``, following a rotation that happened while the request ran."""
+        remaining = self.store.apply(self.handle_for(session), change)
+        if remaining is None and self.settings.rotate_interval is not None:
+            forwarded = self._follow(self.handle_for(session))
+            if forwarded is not None:
+                session._key = forwarded[0]
+                remaining = self.store.apply(forwarded[0], change)
+        return remaining
+
+    def _touch(self, session: ServerSession, change: Change) -> bool:
+        """``store.touch``, following a rotation like ``_apply``."""
+        if self.store.touch(self.handle_for(session), change.last_seen, change.expires_at):
+            return True
+        forwarded = self._follow(self.handle_for(session)) if self.settings.rotate_interval is not None else None
+        if forwarded is None:
+            return False
+        session._key = forwarded[0]
+        return self.store.touch(forwarded[0], change.last_seen, change.expires_at)
 
     # Locking --------------------------------------------------------------
 
@@ -210,6 +283,7 @@ class SatchelSessionInterface(SessionInterface):
         if session._stored:
             self._guard(session, self.store.delete, old)
         session._regenerated_from = session._regenerated_from or old
+        session._key = None
         session._sid = self.new_sid()
         session._stored = False
         session.modified = True
@@ -225,6 +299,7 @@ class SatchelSessionInterface(SessionInterface):
         """Make ``session`` a new, empty one that will delete the cookie unless filled again."""
         dict.clear(session)
         session._sid = None
+        session._key = None
         session._handle = None
         session._record = None
         session._original = {}
@@ -287,7 +362,7 @@ class SatchelSessionInterface(SessionInterface):
         now = self.now()
         if not dict.__len__(session):
             # Only this request's deletions: keys other requests added survive.
-            if session._stored and store.apply(self.handle_for(session), self._change(app, session, now)):
+            if session._stored and self._apply(session, self._change(app, session, now)):
                 return
             if session._had_cookie or session._destroyed:
                 self._delete_cookie(app, session, response)
@@ -305,23 +380,19 @@ class SatchelSessionInterface(SessionInterface):
 
         stored = session._record
         assert stored is not None
-        handle = self.handle_for(session)
         change = self._change(app, session, now if self._refresh_due(app, stored, now) else None)
         refresh = change.last_seen != stored.last_seen
         if change.set or change.removed or session._permanent_changed or change.client is not None:
-            remaining = store.apply(handle, change)
-            if not remaining:  # gone (revoked, destroyed elsewhere) or emptied
+            if not self._apply(session, change):  # gone (revoked, destroyed elsewhere) or emptied
                 self._delete_cookie(app, session, response)
                 return
-            if session._permanent_changed or (refresh and session._permanent):
-                self._set_cookie(app, session, response, self._cookie_value(app, self._sid(session)), change)
             if change.user_changed:
-                self._enforce_cap(app, change.user, handle)
-        elif refresh:
-            if not store.touch(handle, change.last_seen, change.expires_at):
-                self._delete_cookie(app, session, response)
-            elif session._permanent:
-                self._set_cookie(app, session, response, self._cookie_value(app, self._sid(session)), change)
+                self._enforce_cap(app, change.user, self.handle_for(session))
+        elif refresh and not self._touch(session, change):
+            self._delete_cookie(app, session, response)
+            return
+        if session._rotated or session._permanent_changed or (refresh and session._permanent):
+            self._set_cookie(app, session, response, self._cookie_value(app, self._sid(session)), change)
 
     def _new_record(self, app: Flask, session: ServerSession, now: float) -> Record:
         """A whole record for a session that is not stored yet (new, regenerated or imported)."""
@@ -437,6 +508,11 @@ class SatchelSessionInterface(SessionInterface):
         response.cache_control.no_store = True
         if session._destroyed and self.settings.clear_site_data:
             response.headers["Clear-Site-Data"] = '"cookies"'
+
+
+def _forward_key(key: str) -> str:
+    """Where a rotated key's forwarding record lives: a hash, so it is a handle like any other."""
+    return ids.key_of(f"forward:{key}")
 
 
 def _make_unavailable(response: Response, error: StoreUnavailable) -> None:

@@ -72,6 +72,11 @@ class ServerSession(dict[str, t.Any], SessionMixin):
         self._regenerated_from: str | None = None
         #: ``destroy()`` was called during this request.
         self._destroyed = False
+        #: The record's key when it is not the hash of the sid: a request that
+        #: came with a rotated sid during the grace window writes to the new record.
+        self._key: str | None = None
+        #: The sid was rotated while loading: the new one must be sent.
+        self._rotated = False
         #: (key, token) of the session lock this request holds (``SESSION_LOCKING``).
         self._lock: tuple[str, str] | None = None
         self._permanent = interface.settings.permanent

@@ -81,6 +81,10 @@ class Settings:
     sqlalchemy_table: str = "sessions"
     sqlalchemy_schema: str | None = None
     sqlalchemy_create_table: bool = True
+    #: Give a long-lived session a new sid this often (None: never); the old
+    #: sid keeps working for ``rotation_grace`` seconds.
+    rotate_interval: float | None = None
+    rotation_grace: float = 5.0
     #: ``SESSION_MAX_PER_USER`` and what happens past it: "revoke_oldest" or "refuse".
     max_per_user: int | None = None
     max_per_user_policy: str = "revoke_oldest"
@@ -121,7 +125,8 @@ def _type_and_url(config: t.Mapping[str, t.Any]) -> tuple[str, SplitResult | Non
             raise ConfigError("SESSION_URL", "expected a URL such as 'redis://127.0.0.1:6379/0'")
         try:
             url = urlsplit(raw_url)
-            url.port  # noqa: B018 - parses the port, which raises on garbage
+            for host in url.netloc.rpartition("@")[2].split(","):  # several hosts: cluster, sentinels
+                urlsplit(f"//{host}").port  # noqa: B018 - parses each port, which raises on garbage
         except ValueError as e:
             # The URL itself is not repeated: it may hold a password.
             raise ConfigError("SESSION_URL", f"cannot parse the URL: {e}") from None
@@ -270,6 +275,11 @@ def load(config: t.Mapping[str, t.Any], instance_path: str, secret_key: t.Any) -
     if policy not in ("revoke_oldest", "refuse"):
         raise ConfigError("SESSION_MAX_PER_USER_POLICY", f"expected 'revoke_oldest' or 'refuse', got {policy!r}")
     _check_cookie(config)
+    rotate_interval = None
+    if config.get("SESSION_ROTATE_INTERVAL") is not None:
+        if kind == "cookie":
+            raise ConfigError("SESSION_ROTATE_INTERVAL", "needs a server-side store; the cookie store has no sid")
+        rotate_interval = _seconds(config, "SESSION_ROTATE_INTERVAL", 0, zero=False)
 
     default_file_dir = os.path.join(instance_path, "flask_satchel_sessions")
     return Settings(
@@ -305,6 +315,8 @@ def load(config: t.Mapping[str, t.Any], instance_path: str, secret_key: t.Any) -
         sqlalchemy_table=table,
         sqlalchemy_schema=schema,
         sqlalchemy_create_table=_flag(config, "SESSION_SQLALCHEMY_CREATE_TABLE", True),
+        rotate_interval=rotate_interval,
+        rotation_grace=_seconds(config, "SESSION_ROTATION_GRACE", 5.0, zero=True),
         max_per_user=max_per_user,
         max_per_user_policy=policy,
         clear_site_data=_flag(config, "SESSION_CLEAR_SITE_DATA", False),

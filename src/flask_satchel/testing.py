@@ -756,6 +756,64 @@ class AppContract(SessionContract):
         finally:
             app.extensions["satchel"].store.close()
 
+    def test_rotation_honours_old_sid_for_grace(self, config: dict[str, t.Any], tmp_path: t.Any) -> None:
+        """SESSION_ROTATE_INTERVAL renews the sid; the old one works for the grace window, then is dead."""
+        app = self.make_app(
+            {**config, "SESSION_ROTATE_INTERVAL": 3600, "SESSION_ROTATION_GRACE": 5}, tmp_path / "rotation"
+        )
+        now = [time.time()]
+        t.cast(SatchelSessionInterface, app.session_interface).now = lambda: now[0]
+        try:
+            client = app.test_client()
+            client.get("/login/rae")
+            old = client.get_cookie("session")
+            assert old is not None
+            now[0] += 3601
+            response = client.get("/get/_user_id")
+            assert response.text == "'rae'"
+            new = client.get_cookie("session")
+            assert new is not None
+            assert new.value != old.value
+            assert "Set-Cookie" in response.headers
+            stale = app.test_client()
+            stale.set_cookie("session", old.value)
+            now[0] += 2
+            assert stale.get("/get/_user_id").text == "'rae'"  # a request of the same page, sent with the old sid
+            stale.get("/set/from-old/1")
+            assert client.get("/get/from-old").text == "'1'"  # written to the renewed session
+            now[0] += 10
+            assert stale.get("/get/_user_id").text == "None"
+            assert client.get("/get/_user_id").text == "'rae'"
+        finally:
+            app.extensions["satchel"].store.close()
+
+    def test_rotation_keeps_writes_of_requests_in_flight(self, config: dict[str, t.Any], tmp_path: t.Any) -> None:
+        """A request that loaded the session before its sid rotated still has its change kept."""
+        app = self.make_app(
+            {**config, "SESSION_ROTATE_INTERVAL": 3600, "SESSION_ROTATION_GRACE": 30, "TEST_PAUSE": 0.6},
+            tmp_path / "rotation",
+        )
+        start = time.time()
+        now = [start]
+        t.cast(SatchelSessionInterface, app.session_interface).now = lambda: now[0]
+        try:
+            with live_server(app) as address:
+                _, _, cookie = _get(address, "/set/a/1")
+                assert cookie
+                now[0] = start + 3500  # not due yet when the slow request loads
+                with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                    slow = pool.submit(_get, address, "/slow-add/7", cookie)
+                    time.sleep(0.3)
+                    now[0] = start + 3601
+                    _, _, renewed = _get(address, "/get/a", cookie)  # this one rotates
+                    assert renewed
+                    assert renewed != cookie
+                    assert slow.result()[0] == 200
+                _, body, _ = _get(address, "/dump", renewed)
+            assert body == repr([("a", "1"), ("k7", 7)])
+        finally:
+            app.extensions["satchel"].store.close()
+
     def test_sessions_of_and_revoke_user(self, app: Flask, manager: SessionManager) -> None:
         """sessions_of lists a user's sessions; revoke_user(keep=…) logs out the others."""
         phones = [app.test_client() for _ in range(3)]
