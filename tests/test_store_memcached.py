@@ -132,6 +132,7 @@ def _record(expires_at: float, user: str | None = None) -> Record:
 
 
 class TestMemcachedStore(StoreContract):
+    lease_resolution = 1.0  # memcached expires records in whole seconds
     native_ttl = True
     lists_everything = False
 

@@ -77,6 +77,8 @@ class StoreContract:
     lists_everything = True
     #: False for stores whose locks die with their holder (``flock``) rather than lapse.
     lock_leases = True
+    #: The coarsest lease a store can keep, in seconds (memcached expires in whole seconds).
+    lease_resolution = 0.0
 
     @pytest.fixture
     def store(self) -> t.Iterator[Store]:
@@ -269,8 +271,9 @@ class StoreContract:
         if not isinstance(store, LockingStore) or not self.lock_leases:
             pytest.skip("this store's locks die with their holder instead of lapsing")
         key = _key()
-        assert store.lock(key, "crashed", 0.2) is True
-        time.sleep(0.3)
+        lease = 0.2 + self.lease_resolution
+        assert store.lock(key, "crashed", lease) is True
+        time.sleep(lease + self.lease_resolution + 0.1)
         assert store.lock(key, "next", 30) is True
         assert store.unlock(key, "crashed") is False
         assert store.unlock(key, "next") is True

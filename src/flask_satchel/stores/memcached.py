@@ -77,6 +77,7 @@ _DEFAULT_PORT = 11211
 _MAX_KEY = 250
 #: ``prefix + _USER + hash`` is the longest key this store writes.
 _USER = "user:"
+_LOCK = "lock:"
 _HASH_LENGTH = 32
 
 #: Errors that mean the server closed a connection we had open, as it does
@@ -440,6 +441,20 @@ class MemcachedStore:
             "memcached cannot list its keys, so the memcached store cannot count sessions;"
             " count them in your app if you need the number"
         )
+
+    def lock(self, key: str, token: str, lease: float) -> bool:
+        """``add`` stores only when the key is absent, atomically; its expiry is the lease (whole seconds)."""
+        full = self.prefix + _LOCK + key
+        return bool(self._server(full).call("add", full, token.encode(), expire=max(1, math.ceil(lease)), noreply=False))
+
+    def unlock(self, key: str, token: str) -> bool:
+        """Delete the lock only if it is still ours: ``gets``, compare, then ``cas`` it away."""
+        full = self.prefix + _LOCK + key
+        server = self._server(full)
+        value, cas = server.call("gets", full)
+        if value is None or bytes(value) != token.encode():
+            return False
+        return bool(server.call("cas", full, b"", cas, expire=_GONE, noreply=False))
 
     def close(self) -> None:
         if self.owns_client:
