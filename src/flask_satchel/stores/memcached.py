@@ -445,7 +445,9 @@ class MemcachedStore:
     def lock(self, key: str, token: str, lease: float) -> bool:
         """``add`` stores only when the key is absent, atomically; its expiry is the lease (whole seconds)."""
         full = self.prefix + _LOCK + key
-        return bool(self._server(full).call("add", full, token.encode(), expire=max(1, math.ceil(lease)), noreply=False))
+        return bool(
+            self._server(full).call("add", full, token.encode(), expire=max(1, math.ceil(lease)), noreply=False)
+        )
 
     def unlock(self, key: str, token: str) -> bool:
         """Delete the lock only if it is still ours: ``gets``, compare, then ``cas`` it away."""
