@@ -22,7 +22,7 @@ from conftest import require
 from flask import Flask, session
 
 from flask_satchel import Session
-from flask_satchel.stores.sql import make_table
+from flask_satchel.stores.sql import SQLStore
 
 TARGETS = {
     "postgresql": ("postgresql+psycopg", 5432, "postgres@", "/test"),
@@ -173,7 +173,7 @@ def app(target: str, relay: Relay) -> t.Iterator[Flask]:
     yield app
     app.extensions["satchel"].store.close()
     direct = sa.create_engine(_url(target, TARGETS[target][1]))
-    make_table(table).drop(direct, checkfirst=True)
+    SQLStore(direct, table=table).metadata.drop_all(direct, checkfirst=True)
     direct.dispose()
 
 

@@ -22,7 +22,7 @@ from flask_satchel import ConfigError, SatchelError, Session
 from flask_satchel.manager import SessionManager
 from flask_satchel.settings import load
 from flask_satchel.stores.base import Change, Record
-from flask_satchel.stores.sql import CLEANUP_BATCH, SQLStore, make_table
+from flask_satchel.stores.sql import CLEANUP_BATCH, SQLStore, make_lock_table, make_table
 from flask_satchel.testing import AppContract, StoreContract
 
 POSTGRESQL_URL = os.environ.get("SATCHEL_TEST_POSTGRESQL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -52,7 +52,10 @@ class Backend:
         return SQLStore.from_settings(settings)
 
     def drop(self, table: str) -> None:
-        make_table(table).drop(self.engine, checkfirst=True)
+        metadata = sa.MetaData()
+        make_table(table, metadata=metadata)
+        make_lock_table(table, metadata=metadata)
+        metadata.drop_all(self.engine, checkfirst=True)
 
 
 def _server_backend(name: str, url: str) -> t.Iterator[Backend]:
@@ -120,10 +123,12 @@ def _record(now: float, user: str | None = None, expires_at: float | None = None
 class StoreOnBackend(StoreContract):
     @pytest.fixture
     def store(self, backend: Backend) -> t.Iterator[SQLStore]:
-        store = backend.store(_prefix())
+        store = backend.store(_prefix(), SESSION_LOCKING=True)
         yield store
         with backend.engine.begin() as conn:
-            conn.execute(sa.delete(store.table).where(store.table.c.prefix == store.prefix))
+            for table in (store.table, store.lock_table):
+                assert table is not None
+                conn.execute(sa.delete(table).where(table.c.prefix == store.prefix))
         store.close()
 
 
@@ -303,6 +308,26 @@ def test_database_errors_that_are_bugs_propagate(backend: Backend) -> None:
         store.close()
 
 
+def test_released_locks_are_cleaned_up(backend: Backend) -> None:
+    """A released lock can be taken at once by another holder, and cleanup() removes released rows."""
+    store = backend.store(_prefix(), SESSION_LOCKING=True)
+    assert store.lock_table is not None
+    rows = sa.select(sa.func.count()).select_from(store.lock_table).where(store.lock_table.c.prefix == store.prefix)
+    try:
+        assert store.lock("k", "first", 30) is True
+        assert store.unlock("k", "first") is True
+        assert store.unlock("k", "first") is False
+        assert store.lock("k", "second", 30) is True
+        assert store.unlock("k", "second") is True
+        with backend.engine.connect() as conn:
+            assert conn.execute(rows).scalar_one() == 1
+        store.cleanup(time.time())
+        with backend.engine.connect() as conn:
+            assert conn.execute(rows).scalar_one() == 0
+    finally:
+        store.close()
+
+
 def test_large_session_round_trips(backend: Backend) -> None:
     """A session larger than MySQL's 64 KiB BLOB is stored whole."""
     now = time.time()
@@ -328,6 +353,7 @@ def test_table_is_public_for_alembic(backend: Backend) -> None:
         assert [c.name for c in store.table.primary_key] == ["prefix", "key"]
         indexed = {tuple(c.name for c in index.columns) for index in store.table.indexes}
         assert indexed == {("prefix", "expires_at"), ("prefix", "user")}
+        assert store.lock_table is None  # only with SESSION_LOCKING
         columns = {c["name"] for c in sa.inspect(backend.engine).get_columns(TABLE)}
         assert columns == {c.name for c in store.table.columns}
     finally:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 import typing as t
 
 import msgspec
@@ -86,6 +87,36 @@ def make_table(name: str = "sessions", schema: str | None = None, metadata: sa.M
         sa.Index(f"{name}_user", "prefix", "user"),
         schema=schema,
     )
+
+
+def make_lock_table(name: str = "sessions", schema: str | None = None, metadata: sa.MetaData | None = None) -> sa.Table:
+    """The ``<name>_locks`` table of ``SESSION_LOCKING``: one row per held lock, each a lease."""
+    return sa.Table(
+        f"{name}_locks",
+        sa.MetaData() if metadata is None else metadata,
+        sa.Column("prefix", _text(128), primary_key=True),
+        sa.Column("key", _text(128), primary_key=True),
+        sa.Column("token", _text(128), nullable=False),
+        sa.Column("until", sa.Double(), nullable=False),
+        schema=schema,
+    )
+
+
+def _insert_if_absent(table: sa.Table, dialect: str) -> sa.Executable:
+    """An INSERT that does nothing, rather than fail, when the primary key is taken.
+
+    It returns the key it inserted where the database can (SQLAlchemy reports
+    no row count for psycopg INSERTs); MySQL's INSERT IGNORE counts rows.
+    """
+    if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(table).on_conflict_do_nothing().returning(table.c.key)
+    if dialect == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite.insert(table).on_conflict_do_nothing().returning(table.c.key)
+    return sa.insert(table).prefix_with("IGNORE")
 
 
 # Bounded waits --------------------------------------------------------------------
@@ -200,6 +231,15 @@ def _missing_table(error: sa_exc.DBAPIError) -> bool:
     return "no such table" in str(orig)  # SQLite
 
 
+def _deadlock(error: BaseException | None) -> bool:
+    """Whether ``error`` is the database choosing this transaction as a deadlock victim."""
+    orig = getattr(error, "orig", None)
+    if getattr(orig, "sqlstate", None) == "40P01":  # PostgreSQL: deadlock_detected
+        return True
+    args: tuple[t.Any, ...] = getattr(orig, "args", ())
+    return bool(args) and args[0] == 1213  # MySQL/MariaDB: ER_LOCK_DEADLOCK
+
+
 class SQLStore:
     """Sessions in one table of an SQL database, through an SQLAlchemy engine."""
 
@@ -210,6 +250,7 @@ class SQLStore:
         table: str = "sessions",
         schema: str | None = None,
         prefix: str = "session:",
+        locking: bool = False,
         owns_engine: bool = False,
     ) -> None:
         #: The engine; the store only checks connections out of its pool.
@@ -218,6 +259,9 @@ class SQLStore:
         self.metadata = sa.MetaData()
         #: The sessions table.
         self.table = make_table(table, schema, self.metadata)
+        #: The locks of ``SESSION_LOCKING``, in a table of their own (a lock may
+        #: be taken before its session has a row); None when locking is off.
+        self.lock_table = make_lock_table(table, schema, self.metadata) if locking else None
         #: This app's ``SESSION_KEY_PREFIX``, the first half of each row's key.
         self.prefix = prefix
         self._owns_engine = owns_engine
@@ -233,25 +277,22 @@ class SQLStore:
         if settings.client is not None and settings.url is not None:
             raise ConfigError("SESSION_URL", "give either SESSION_URL or SESSION_SQLALCHEMY, not both")
         if settings.client is not None:
-            store = cls(
-                _engine_of(settings.client),
-                table=settings.sqlalchemy_table,
-                schema=settings.sqlalchemy_schema,
-                prefix=settings.key_prefix,
-            )
+            engine, owns_engine = _engine_of(settings.client), False
         elif settings.url is not None:
-            store = cls(
-                _make_engine(settings.url, settings.store_timeout),
-                table=settings.sqlalchemy_table,
-                schema=settings.sqlalchemy_schema,
-                prefix=settings.key_prefix,
-                owns_engine=True,
-            )
+            engine, owns_engine = _make_engine(settings.url, settings.store_timeout), True
         else:
             raise ConfigError(
                 "SESSION_SQLALCHEMY",
                 "SESSION_TYPE 'sqlalchemy' needs an Engine or a Flask-SQLAlchemy db here, or a SESSION_URL",
             )
+        store = cls(
+            engine,
+            table=settings.sqlalchemy_table,
+            schema=settings.sqlalchemy_schema,
+            prefix=settings.key_prefix,
+            locking=settings.locking,
+            owns_engine=owns_engine,
+        )
         if settings.sqlalchemy_create_table:
             try:
                 store.create_table()
@@ -304,6 +345,25 @@ class SQLStore:
         else:
             batch = sa.select(c.key).where(expired).limit(CLEANUP_BATCH).scalar_subquery()
             self._cleanup = sa.delete(self.table).where(c.prefix == self.prefix, c.key.in_(batch))
+        if self.lock_table is not None:
+            lc = self.lock_table.c
+            held = sa.and_(lc.prefix == self.prefix, lc.key == sa.bindparam("b_key"))
+            self._lock_insert = _insert_if_absent(self.lock_table, self.engine.dialect.name)
+            self._lock_steal = (
+                sa.update(self.lock_table)
+                .where(held, lc.until <= sa.bindparam("b_now"))
+                .values(token=sa.bindparam("b_token"), until=sa.bindparam("b_until"))
+            )
+            # Released locks keep their row, lapsed at once: deleting rows
+            # that others are inserting deadlocks InnoDB; cleanup() removes them.
+            self._unlock = (
+                sa.update(self.lock_table)
+                .where(held, lc.token == sa.bindparam("b_token"), lc.until > sa.bindparam("b_now"))
+                .values(until=0.0)
+            )
+            self._lock_cleanup = sa.delete(self.lock_table).where(
+                lc.prefix == self.prefix, lc.until <= sa.bindparam("b_now")
+            )
 
     # Connections and errors -----------------------------------------------------
 
@@ -451,7 +511,46 @@ class SQLStore:
                 deleted = conn.execute(self._cleanup, {"b_now": now}).rowcount
             total += deleted
             if deleted < CLEANUP_BATCH:
-                return total
+                break
+        if self.lock_table is not None:
+            # Leases run on the real clock, whatever ``now`` the caller passes.
+            with self._write() as conn:
+                conn.execute(self._lock_cleanup, {"b_now": time.time()})
+        return total
+
+    def lock(self, key: str, token: str, lease: float) -> bool:
+        """Take the lease of ``key`` for ``token``: a released or lapsed lock row, or a new one.
+
+        Each step is its own short transaction, and a deadlock (two
+        contenders inserting the same new row on MySQL/MariaDB) means "not
+        this time": the caller polls again. Leases run on this host's clock,
+        as ``expires_at`` does.
+        """
+        if self.lock_table is None:
+            raise SatchelError("this SQLStore was made without locking=True (SESSION_LOCKING)")
+        now = time.time()
+        try:
+            with self._write() as conn:
+                taken = conn.execute(
+                    self._lock_steal, {"b_key": key, "b_now": now, "b_token": token, "b_until": now + lease}
+                )
+                if taken.rowcount == 1:
+                    return True
+            with self._write() as conn:
+                params = {"prefix": self.prefix, "key": key, "token": token, "until": now + lease}
+                result = conn.execute(self._lock_insert, params)
+                return (result.first() is not None) if result.returns_rows else (result.rowcount == 1)
+        except StoreUnavailable as e:
+            if _deadlock(e.__cause__):
+                return False
+            raise
+
+    def unlock(self, key: str, token: str) -> bool:
+        """Release ``token``'s lock; False when its lease had run out (or another request took it)."""
+        if self.lock_table is None:
+            raise SatchelError("this SQLStore was made without locking=True (SESSION_LOCKING)")
+        with self._write() as conn:
+            return conn.execute(self._unlock, {"b_key": key, "b_token": token, "b_now": time.time()}).rowcount == 1
 
     def count(self, now: float) -> int:
         with self._read() as conn:
