@@ -11,9 +11,10 @@ import pytest
 from flask import Flask, session
 from flask.sessions import SecureCookieSessionInterface
 
-from flask_satchel import NotSupported, Session
+from flask_satchel import NotSupported
 from flask_satchel.errors import SessionTooLarge
 from flask_satchel.testing import SessionContract
+from flask_satchel.testing import make_app as contract_app
 
 
 class TestCookieApp(SessionContract):
@@ -23,25 +24,7 @@ class TestCookieApp(SessionContract):
 
 
 def make_app(tmp_path: t.Any, **config: t.Any) -> Flask:
-    app = Flask("cookie_test", instance_path=str(tmp_path))
-    app.config.update(SECRET_KEY="cookie-secret", SESSION_TYPE="cookie")
-    app.config.update(config)
-    Session(app)
-
-    @app.get("/set/<key>/<value>")
-    def set_value(key: str, value: str) -> str:
-        session[key] = value
-        return "ok"
-
-    @app.get("/get/<key>")
-    def get_value(key: str) -> str:
-        return repr(session.get(key))
-
-    @app.get("/login/<user>")
-    def login(user: str) -> str:
-        session["_user_id"] = user
-        session.regenerate()
-        return session.handle
+    app = contract_app({"SECRET_KEY": "cookie-secret", "SESSION_TYPE": "cookie", **config}, tmp_path)
 
     @app.get("/ids")
     def ids() -> str:

@@ -46,7 +46,7 @@ from .manager import SessionManager
 from .session import ServerSession
 from .stores.base import Change, LockingStore, Record, Store
 
-__all__ = ["AppContract", "CountingStore", "SessionContract", "StoreContract", "live_server"]
+__all__ = ["AppContract", "CountingStore", "SessionContract", "StoreContract", "live_server", "make_app"]
 
 HOUR = 3600.0
 
@@ -349,6 +349,73 @@ def _get(address: tuple[str, int], path: str, cookie: str | None = None) -> tupl
         conn.close()
 
 
+def make_app(config: t.Mapping[str, t.Any], instance_path: t.Any) -> Flask:
+    """An app on the configured store with the small set of views the contract suites drive.
+
+    ``/set/<key>/<value>``, ``/get/<key>``, ``/dump``, ``/login/<user>`` (sets
+    ``_user_id`` and regenerates), ``/handle``, ``/destroy``, ``/regenerate``,
+    ``/plain`` (never touches the session), ``/slow-add/<i>`` and
+    ``/increment`` (read, pause ``TEST_PAUSE`` seconds, write).
+    """
+    app = Flask("satchel_contract", instance_path=str(instance_path))
+    app.config.update({"SECRET_KEY": "contract-test-secret", **config})
+    app.config.setdefault("SESSION_KEY_PREFIX", f"contract-{uuid.uuid4().hex[:8]}:")
+    Session(app)
+
+    @app.get("/set/<key>/<value>")
+    def set_value(key: str, value: str) -> str:
+        session[key] = value
+        return "ok"
+
+    @app.get("/get/<key>")
+    def get_value(key: str) -> str:
+        return repr(session.get(key))
+
+    @app.get("/dump")
+    def dump() -> str:
+        return repr(sorted(session.items()))
+
+    @app.get("/plain")
+    def plain() -> str:
+        return "no session here"
+
+    @app.get("/slow-add/<int:i>")
+    def slow_add(i: int) -> str:
+        session.get("_")  # load first, so the requests overlap between read and write
+        time.sleep(float(app.config.get("TEST_PAUSE", 0.2)))
+        session[f"k{i}"] = i
+        return "ok"
+
+    @app.get("/destroy")
+    def destroy() -> str:
+        session.destroy()
+        return "gone"
+
+    @app.get("/regenerate")
+    def regenerate() -> str:
+        session.regenerate()
+        return session.handle
+
+    @app.get("/login/<user>")
+    def login(user: str) -> str:
+        session["_user_id"] = user
+        session.regenerate()
+        return session.handle
+
+    @app.get("/handle")
+    def handle() -> str:
+        return session.handle
+
+    @app.get("/increment")
+    def increment() -> str:
+        n = session.get("n", 0)
+        time.sleep(float(app.config.get("TEST_PAUSE", 0.02)))
+        session["n"] = n + 1
+        return "ok"
+
+    return app
+
+
 class SessionContract:
     """What every session store gives, the cookie store included, checked through a Flask app."""
 
@@ -363,64 +430,8 @@ class SessionContract:
         app.extensions["satchel"].store.close()
 
     def make_app(self, config: dict[str, t.Any], tmp_path: t.Any) -> Flask:
-        """An app on the store under test, with the views the contract drives."""
-        app = Flask("satchel_contract", instance_path=str(tmp_path / "instance"))
-        app.config.update(SECRET_KEY="contract-test-secret", **config)
-        app.config.setdefault("SESSION_KEY_PREFIX", f"contract-{uuid.uuid4().hex[:8]}:")
-        Session(app)
-
-        @app.get("/set/<key>/<value>")
-        def set_value(key: str, value: str) -> str:
-            session[key] = value
-            return "ok"
-
-        @app.get("/get/<key>")
-        def get_value(key: str) -> str:
-            return repr(session.get(key))
-
-        @app.get("/dump")
-        def dump() -> str:
-            return repr(sorted(session.items()))
-
-        @app.get("/plain")
-        def plain() -> str:
-            return "no session here"
-
-        @app.get("/slow-add/<int:i>")
-        def slow_add(i: int) -> str:
-            session.get("_")  # load first, so the requests overlap between read and write
-            time.sleep(float(app.config.get("TEST_PAUSE", 0.2)))
-            session[f"k{i}"] = i
-            return "ok"
-
-        @app.get("/destroy")
-        def destroy() -> str:
-            session.destroy()
-            return "gone"
-
-        @app.get("/regenerate")
-        def regenerate() -> str:
-            session.regenerate()
-            return session.handle
-
-        @app.get("/login/<user>")
-        def login(user: str) -> str:
-            session["_user_id"] = user
-            session.regenerate()
-            return session.handle
-
-        @app.get("/handle")
-        def handle() -> str:
-            return session.handle
-
-        @app.get("/increment")
-        def increment() -> str:
-            n = session.get("n", 0)
-            time.sleep(float(app.config.get("TEST_PAUSE", 0.02)))
-            session["n"] = n + 1
-            return "ok"
-
-        return app
+        """An app on the store under test (see :func:`make_app`)."""
+        return make_app(config, tmp_path / "instance")
 
     @pytest.fixture
     def manager(self, app: Flask) -> SessionManager:
