@@ -380,7 +380,12 @@ class SatchelSessionInterface(SessionInterface):
 
         stored = session._record
         assert stored is not None
-        change = self._change(app, session, now if self._refresh_due(app, stored, now) else None)
+        refresh_due = self._refresh_due(app, stored, now)
+        if not (session._touched or session._touched is None or session._permanent_changed or refresh_due):
+            if session._rotated:
+                self._set_cookie(app, session, response, self._cookie_value(app, self._sid(session)), stored)
+            return  # read-only, inside the refresh interval: the common case, and nothing to do
+        change = self._change(app, session, now if refresh_due else None)
         refresh = change.last_seen != stored.last_seen
         if change.set or change.removed or session._permanent_changed or change.client is not None:
             if not self._apply(session, change):  # gone (revoked, destroyed elsewhere) or emptied
