@@ -16,7 +16,7 @@ from werkzeug.http import dump_cookie
 
 from . import serialization, signals
 from .errors import SessionTooLarge
-from .interface import SatchelSessionInterface, security_log
+from .interface import SatchelSessionInterface, cookie_value, security_log
 from .stores.base import Record, merge
 from .stores.cookie import CookieStore, Sealed
 
@@ -53,7 +53,7 @@ class CookieSessionInterface(SatchelSessionInterface):
     def load(self, session: ServerSession) -> None:
         app, request = session._app, session._request
         name = self.get_cookie_name(app)
-        value = request.cookies.get(name) if request is not None else None
+        value = cookie_value(request, name) if request is not None else None
         if value is None:
             return
         session._had_cookie = True
