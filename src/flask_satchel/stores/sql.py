@@ -9,7 +9,8 @@ the delta in Python and writes the row back, or deletes it when empty.
 
 Several apps can share one table: each row carries the app's
 ``SESSION_KEY_PREFIX`` in a ``prefix`` column, part of the primary key, and
-every query filters on it.
+every query filters on it. With ``SESSION_LOCKING`` the locks live in a
+second table, ``<table>_locks``, created only then.
 
 For engines it creates from ``SESSION_URL``, the store bounds every wait on
 the database by ``SESSION_STORE_TIMEOUT``: the server cancels slow statements
