@@ -205,3 +205,22 @@ def test_token_from_another_session_is_refused(app: Flask) -> None:
     foreign = token(attacker, "/cart")
     assert victim.post("/cart/add", data={"item": "forged", "csrf_token": foreign}).status_code == 400
     assert cart_items(victim) == []
+
+
+@pytest.mark.parametrize(
+    ("user_agent", "shown"),
+    [
+        (
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36",
+            "Chrome on Windows",
+        ),
+        ("Mozilla/5.0 (Windows NT 10.0) AppleWebKit/537.36 Chrome/131.0 Safari/537.36 Edg/131.0", "Edge on Windows"),
+        ("Mozilla/5.0 (iPhone; CPU iPhone OS 18_0 like Mac OS X) Version/18.0 Mobile Safari/604.1", "Safari on iPhone"),
+        ("Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0", "Firefox on Linux"),
+        ("curl/8.5.0", "a browser"),
+        (None, "unknown device"),
+    ],
+)
+def test_sessions_page_names_devices(user_agent: str | None, shown: str) -> None:
+    """The sessions page shows "Browser on System" instead of a raw user agent."""
+    assert load_demo().device(user_agent) == shown

@@ -65,6 +65,27 @@ def check_csrf() -> None:
         abort(400, description="The form expired or did not come from this site. Go back, reload and try again.")
 
 
+#: (marker in the user agent, name), first match wins: Edge and Opera also say "Chrome".
+_BROWSERS = (("Edg/", "Edge"), ("OPR/", "Opera"), ("Firefox/", "Firefox"), ("Chrome/", "Chrome"), ("Safari/", "Safari"))
+_SYSTEMS = (
+    ("iPhone", "iPhone"),
+    ("iPad", "iPad"),
+    ("Android", "Android"),
+    ("Windows", "Windows"),
+    ("Mac OS X", "macOS"),
+    ("Linux", "Linux"),
+)
+
+
+def device(user_agent: str | None) -> str:
+    """A readable "Browser on System" from a user agent string, for the sessions page."""
+    if not user_agent:
+        return "unknown device"
+    browser = next((name for marker, name in _BROWSERS if marker in user_agent), "a browser")
+    system = next((name for marker, name in _SYSTEMS if marker in user_agent), None)
+    return f"{browser} on {system}" if system else browser
+
+
 def when(value: dt.datetime) -> str:
     """A timestamp the way a person reads it on the sessions page."""
     return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -85,6 +106,7 @@ def create_app(config: t.Mapping[str, t.Any] | None = None) -> Flask:
     app.before_request(check_csrf)
     app.jinja_env.globals["csrf_token"] = csrf_token
     app.jinja_env.filters["when"] = when
+    app.jinja_env.filters["device"] = device
 
     @app.get("/")
     def index() -> str:
