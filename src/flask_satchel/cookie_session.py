@@ -84,6 +84,7 @@ class CookieSessionInterface(SatchelSessionInterface):
         session._handle = sealed.handle
         session._record = sealed.record()
         session._original = sealed.data
+        session._touched = set()
         session._stored = True
         session._permanent = sealed.permanent
         session._new = False

@@ -154,6 +154,7 @@ class SatchelSessionInterface(SessionInterface):
         session._sid = sid
         session._record = record
         session._original = record.data
+        session._touched = set()
         session._stored = True
         session._permanent = record.permanent
         session._new = False

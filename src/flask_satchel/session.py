@@ -44,43 +44,47 @@ class ServerSession(dict[str, t.Any], SessionMixin):
     #: found at the end of the request even when this stays False.
     modified: bool = False
 
+    # Per-request state. Defaults live on the class, so opening a session (on
+    # every request, used or not) sets three attributes, not twenty.
+    _loaded = False
+    _accessed = False
+    _new = True
+    #: The store failed during this request: nothing will be written.
+    _broken = False
+    #: The session id; None until one is needed.
+    _sid: str | None = None
+    #: The cookie store's handle (server stores derive it from the sid).
+    _handle: str | None = None
+    #: The record as loaded (for created_at, last_seen, expiry), if any.
+    _record: Record | None = None
+    #: Encoded values as loaded: the baseline the end-of-request diff uses (replaced, never mutated).
+    _original: dict[str, bytes] = {}
+    #: Keys whose values may differ from ``_original``; None means any key. A
+    #: stored session gets its own set when it loads; a new one is encoded whole.
+    _touched: set[str] | None = None
+    #: A record exists in the store under the current sid.
+    _stored = False
+    #: The request came with a session cookie, valid or not.
+    _had_cookie = False
+    #: The handle this session had before ``regenerate()``, until the new record is stored.
+    _regenerated_from: str | None = None
+    #: ``destroy()`` was called during this request.
+    _destroyed = False
+    #: The record's key when it is not the hash of the sid: a request that
+    #: came with a rotated sid during the grace window writes to the new record.
+    _key: str | None = None
+    #: The sid was rotated while loading: the new one must be sent.
+    _rotated = False
+    #: (key, token) of the session lock this request holds (``SESSION_LOCKING``).
+    _lock: tuple[str, str] | None = None
+    _permanent_changed = False
+
     def __init__(self, interface: SatchelSessionInterface, app: Flask, request: Request | None) -> None:
         super().__init__()
         self._interface = interface
         self._app = app
         self._request = request
-        self._loaded = False
-        self._accessed = False
-        self._new = True
-        #: The store failed during this request: nothing will be written.
-        self._broken = False
-        #: The session id; None until one is needed.
-        self._sid: str | None = None
-        #: The cookie store's handle (server stores derive it from the sid).
-        self._handle: str | None = None
-        #: The record as loaded (for created_at, last_seen, expiry), if any.
-        self._record: Record | None = None
-        #: Encoded values as loaded: the baseline the end-of-request diff uses.
-        self._original: dict[str, bytes] = {}
-        #: Keys whose values may differ from ``_original``; None means any key.
-        self._touched: set[str] | None = set()
-        #: A record exists in the store under the current sid.
-        self._stored = False
-        #: The request came with a session cookie, valid or not.
-        self._had_cookie = False
-        #: The handle this session had before ``regenerate()``, until the new record is stored.
-        self._regenerated_from: str | None = None
-        #: ``destroy()`` was called during this request.
-        self._destroyed = False
-        #: The record's key when it is not the hash of the sid: a request that
-        #: came with a rotated sid during the grace window writes to the new record.
-        self._key: str | None = None
-        #: The sid was rotated while loading: the new one must be sent.
-        self._rotated = False
-        #: (key, token) of the session lock this request holds (``SESSION_LOCKING``).
-        self._lock: tuple[str, str] | None = None
         self._permanent = interface.settings.permanent
-        self._permanent_changed = False
 
     # Loading ---------------------------------------------------------------
 
