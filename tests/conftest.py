@@ -4,8 +4,11 @@ skipped there."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 import typing as t
+from pathlib import Path
 
 import pytest
 
@@ -25,3 +28,17 @@ def require(available: bool, reason: str) -> None:
 def need() -> t.Callable[[bool, str], None]:
     """``need(ok, reason)``: skip locally / fail in CI when a service is missing."""
     return require
+
+
+@pytest.fixture(scope="session")
+def demo() -> t.Any:
+    """The demo app's module (examples/demo/app.py), imported by path: the demo is not a package."""
+    if "satchel_demo" not in sys.modules:
+        path = Path(__file__).resolve().parent.parent / "examples" / "demo" / "app.py"
+        spec = importlib.util.spec_from_file_location("satchel_demo", path)
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["satchel_demo"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["satchel_demo"]

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 import typing as t
 from pathlib import Path
 
@@ -14,24 +12,10 @@ from flask.testing import FlaskClient
 
 from flask_satchel import SessionManager
 
-DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo" / "app.py"
-
-
-def load_demo() -> t.Any:
-    """Import examples/demo/app.py by path: the demo is not a package."""
-    if "satchel_demo" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("satchel_demo", DEMO)
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["satchel_demo"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["satchel_demo"]
-
 
 @pytest.fixture
-def app(tmp_path: Path) -> t.Iterator[Flask]:
-    app: Flask = load_demo().create_app({"TESTING": True, "SESSION_URL": f"sqlite:///{tmp_path}/sessions.sqlite3"})
+def app(tmp_path: Path, demo: t.Any) -> t.Iterator[Flask]:
+    app: Flask = demo.create_app({"TESTING": True, "SESSION_URL": f"sqlite:///{tmp_path}/sessions.sqlite3"})
     yield app
     app.extensions["satchel"].store.close()
 
@@ -221,6 +205,6 @@ def test_token_from_another_session_is_refused(app: Flask) -> None:
         (None, "unknown device"),
     ],
 )
-def test_sessions_page_names_devices(user_agent: str | None, shown: str) -> None:
+def test_sessions_page_names_devices(demo: t.Any, user_agent: str | None, shown: str) -> None:
     """The sessions page shows "Browser on System" instead of a raw user agent."""
-    assert load_demo().device(user_agent) == shown
+    assert demo.device(user_agent) == shown

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 import typing as t
 from pathlib import Path
 
@@ -15,7 +13,6 @@ from flask_satchel.testing import live_server
 
 pytestmark = pytest.mark.browser
 
-DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo" / "app.py"
 CHROMIUM = "/usr/bin/chromium"
 #: Debian's Chromium, quiet and offline: Playwright's own browser download does not work here.
 CHROMIUM_ARGS = [
@@ -29,21 +26,9 @@ CHROMIUM_ARGS = [
 ]
 
 
-def load_demo() -> t.Any:
-    """Import examples/demo/app.py by path: the demo is not a package."""
-    if "satchel_demo" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("satchel_demo", DEMO)
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["satchel_demo"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["satchel_demo"]
-
-
 @pytest.fixture
-def base_url(tmp_path: Path) -> t.Iterator[str]:
-    app: Flask = load_demo().create_app({"TESTING": True, "SESSION_URL": f"sqlite:///{tmp_path}/sessions.sqlite3"})
+def base_url(tmp_path: Path, demo: t.Any) -> t.Iterator[str]:
+    app: Flask = demo.create_app({"TESTING": True, "SESSION_URL": f"sqlite:///{tmp_path}/sessions.sqlite3"})
     try:
         with live_server(app) as (host, port):
             yield f"http://{host}:{port}"
