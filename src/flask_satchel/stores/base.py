@@ -71,6 +71,29 @@ def merge(record: Record, change: Change) -> Record:
     )
 
 
+_unpack_data = msgspec.msgpack.Decoder(dict[str, bytes]).decode
+_unpack_client = msgspec.msgpack.Decoder(dict[str, str]).decode
+
+
+def record_from_row(row: t.Sequence[t.Any]) -> Record:
+    """A record from the columns the SQL stores keep it in.
+
+    ``(data, created_at, last_seen, expires_at, permanent, user, client)``:
+    ``data`` and ``client`` are msgpack blobs (``data`` may be None when a
+    listing did not select it), ``permanent`` an integer.
+    """
+    data, created_at, last_seen, expires_at, permanent, user, client = row
+    return Record(
+        data={} if data is None else _unpack_data(data),
+        created_at=created_at,
+        last_seen=last_seen,
+        expires_at=expires_at,
+        permanent=bool(permanent),
+        user=user,
+        client=None if client is None else _unpack_client(client),
+    )
+
+
 @t.runtime_checkable
 class Store(t.Protocol):
     """A place to keep session records. One module per store implements it."""

@@ -28,14 +28,13 @@ import math
 import time
 import typing as t
 
-import msgspec
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import mysql
 
 from .. import serialization
 from ..errors import ConfigError, SatchelError, StoreUnavailable
-from .base import Change, Record
+from .base import Change, Record, record_from_row
 
 if t.TYPE_CHECKING:
     from urllib.parse import SplitResult
@@ -54,8 +53,6 @@ _DRIVERS = {
     "mysql": "mysql+pymysql",
     "mariadb": "mariadb+pymysql",
 }
-
-_decode_client = msgspec.msgpack.Decoder(dict[str, str]).decode
 
 
 def _text(length: int) -> sa.types.TypeEngine[str]:
@@ -413,16 +410,7 @@ class SQLStore:
             row = conn.execute(self._load, {"b_key": key}).first()
         if row is None:
             return None
-        data, created_at, last_seen, expires_at, permanent, user, client = row
-        return Record(
-            data=serialization.unpack_map(data),
-            created_at=created_at,
-            last_seen=last_seen,
-            expires_at=expires_at,
-            permanent=bool(permanent),
-            user=user,
-            client=None if client is None else _decode_client(client),
-        )
+        return record_from_row(row)
 
     def create(self, key: str, record: Record) -> None:
         with self._write() as conn:
@@ -489,20 +477,10 @@ class SQLStore:
             else:
                 rows = conn.execute(self._list_user, {"b_now": now, "b_user": user}).all()
         return [
-            (
-                key,
-                Record(
-                    created_at=created_at,
-                    last_seen=last_seen,
-                    expires_at=expires_at,
-                    permanent=bool(permanent),
-                    user=row_user,
-                    client=None if client is None else _decode_client(client),
-                ),
-            )
-            for key, created_at, last_seen, expires_at, permanent, row_user, client in rows
+            (key, record_from_row((None, *rest)))
+            for key, *rest in rows
             # Exact, whatever the column's collation: MySQL's pads trailing spaces.
-            if user is None or row_user == user
+            if user is None or rest[4] == user
         ]
 
     def cleanup(self, now: float) -> int:

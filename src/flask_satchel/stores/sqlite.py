@@ -16,11 +16,9 @@ import sqlite3
 import time
 import typing as t
 
-import msgspec
-
 from .. import serialization
 from ..errors import StoreUnavailable
-from .base import Change, Record
+from .base import Change, Record, record_from_row
 
 if t.TYPE_CHECKING:
     from ..settings import Settings
@@ -47,21 +45,6 @@ CREATE TABLE IF NOT EXISTS satchel_locks (
 _COLUMNS = "data, created_at, last_seen, expires_at, permanent, user, client"
 _LOAD = f"SELECT {_COLUMNS} FROM satchel_sessions WHERE key = ?"
 _CLEANUP_BATCH = 5000
-
-_decode_client = msgspec.msgpack.Decoder(dict[str, str]).decode
-
-
-def _record(row: tuple[t.Any, ...], with_data: bool = True) -> Record:
-    data, created_at, last_seen, expires_at, permanent, user, client = row
-    return Record(
-        data=serialization.unpack_map(data) if with_data else {},
-        created_at=created_at,
-        last_seen=last_seen,
-        expires_at=expires_at,
-        permanent=bool(permanent),
-        user=user,
-        client=None if client is None else _decode_client(client),
-    )
 
 
 class SQLiteStore:
@@ -127,7 +110,7 @@ class SQLiteStore:
     def load(self, key: str) -> Record | None:
         with self._conn() as conn:
             row = conn.execute(_LOAD, (key,)).fetchone()
-        return None if row is None else _record(row)
+        return None if row is None else record_from_row(row)
 
     def create(self, key: str, record: Record) -> None:
         with self._conn() as conn:
@@ -194,7 +177,7 @@ class SQLiteStore:
             params += (user,)
         with self._conn() as conn:
             rows = conn.execute(query, params).fetchall()
-        return [(row[0], _record(row[1:], with_data=False)) for row in rows]
+        return [(row[0], record_from_row(row[1:])) for row in rows]
 
     def cleanup(self, now: float) -> int:
         # Bounded batches keep each write lock short, so requests are not held up.
