@@ -14,11 +14,11 @@ import typing as t
 
 import pytest
 from conftest import require
-from flask import Flask, session
+from flask import Flask
 from test_store_redis import RedisServer
 
-from flask_satchel import Session
 from flask_satchel.manager import SessionManager
+from flask_satchel.testing import make_app
 
 TIMEOUT = 0.5
 
@@ -34,34 +34,8 @@ def server(tmp_path: t.Any) -> t.Iterator[RedisServer]:
 
 
 @pytest.fixture
-def app(server: RedisServer) -> t.Iterator[Flask]:
-    app = Flask(__name__)
-    app.config.update(
-        SECRET_KEY="x",
-        SESSION_URL=f"redis://127.0.0.1:{server.port}/0",
-        SESSION_STORE_TIMEOUT=TIMEOUT,
-    )
-    Session(app)
-
-    @app.get("/set/<key>/<value>")
-    def set_value(key: str, value: str) -> str:
-        session[key] = value
-        return "ok"
-
-    @app.get("/get/<key>")
-    def get_value(key: str) -> str:
-        return repr(session.get(key))
-
-    @app.get("/login/<user>")
-    def login(user: str) -> str:
-        session["_user_id"] = user
-        session.regenerate()
-        return "ok"
-
-    @app.get("/plain")
-    def plain() -> str:
-        return "no session"
-
+def app(server: RedisServer, tmp_path: t.Any) -> t.Iterator[Flask]:
+    app = make_app({"SESSION_URL": f"redis://127.0.0.1:{server.port}/0", "SESSION_STORE_TIMEOUT": TIMEOUT}, tmp_path)
     yield app
     manager: SessionManager = app.extensions["satchel"]
     manager.store.close()
@@ -149,7 +123,7 @@ def test_server_frozen_before_first_connection(app: Flask, server: RedisServer) 
 def test_request_without_session_is_served_during_outage(app: Flask, server: RedisServer) -> None:
     """A request that never touches the session is served normally while Redis is down."""
     server.stop()
-    assert app.test_client().get("/plain").text == "no session"
+    assert app.test_client().get("/plain").text == "no session here"
 
 
 # Round trips --------------------------------------------------------------------------

@@ -11,7 +11,6 @@ import concurrent.futures
 import datetime as dt
 import os
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -21,7 +20,7 @@ import uuid
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import require
+from conftest import ServerProcess, require
 from flask import Flask, session
 from pymemcache.client.base import Client, PooledClient
 from pymemcache.client.hash import HashClient
@@ -37,18 +36,8 @@ from flask_satchel.testing import AppContract, StoreContract, _get, live_server
 DAY = 86400.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class MemcachedServer:
+class MemcachedServer(ServerProcess):
     """A private memcached process on a free loopback port."""
-
-    def __init__(self) -> None:
-        self.port = _free_port()
-        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def address(self) -> str:
@@ -69,24 +58,6 @@ class MemcachedServer:
                     self.stop()
                     raise RuntimeError(f"memcached did not start on port {self.port}") from None
                 time.sleep(0.01)
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait(10)
-
-    def freeze(self) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGSTOP)
-
-    def thaw(self) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGCONT)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.thaw()
-            self.kill()
 
 
 def _started() -> t.Iterator[MemcachedServer]:

@@ -9,8 +9,6 @@ in ``test_store_redis_cluster.py`` and ``test_outage_redis.py``.
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import time
 import typing as t
@@ -20,7 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis
-from conftest import require
+from conftest import ServerProcess, require
 from flask import Flask, session
 
 from flask_satchel import ConfigError, Session
@@ -33,32 +31,14 @@ DB = 13
 URL = f"redis://127.0.0.1:6379/{DB}"
 
 
-def free_port(*, bus: bool = False) -> int:
-    """A free loopback port; with ``bus``, one whose cluster bus port (+10000) is free too."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if not bus:
-            return port
-        if port + 10000 < 65536:
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port + 10000))
-                    return port
-                except OSError:
-                    pass
-
-
-class RedisServer:
+class RedisServer(ServerProcess):
     """A private redis-server (or Sentinel) process on a free loopback port, for tests to stop or freeze."""
 
     def __init__(self, folder: str, *args: str, port: int | None = None, sentinel: bool = False) -> None:
-        self.port = port or free_port()
+        super().__init__(port)
         self.folder = folder
         self.args = args
         self.sentinel = sentinel
-        self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> RedisServer:
         os.makedirs(self.folder, exist_ok=True)
@@ -95,20 +75,6 @@ class RedisServer:
 
     def client(self, **kw: t.Any) -> redis.Redis:
         return redis.Redis(port=self.port, socket_timeout=2, socket_connect_timeout=2, **kw)
-
-    def freeze(self) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGSTOP)
-
-    def thaw(self) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGCONT)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.thaw()
-            self.process.kill()
-            self.process.wait(10)
 
 
 def _prefix() -> str:
