@@ -14,6 +14,7 @@ import typing as t
 from pathlib import Path
 
 import pytest
+from flask import Flask, session
 
 IN_CI = os.environ.get("CI") == "true"
 
@@ -88,3 +89,18 @@ class ServerProcess:
         if self.process is not None and self.process.poll() is None:
             self.thaw()
             self.kill()
+
+
+def add_value_views(app: Flask) -> Flask:
+    """``/set/<value>`` stores one value in the session, ``/get`` shows it: the smallest app a store test needs."""
+
+    @app.get("/set/<value>")
+    def set_value(value: str) -> str:
+        session["v"] = value
+        return "ok"
+
+    @app.get("/get")
+    def get_value() -> str:
+        return repr(session.get("v"))
+
+    return app

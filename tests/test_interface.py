@@ -12,6 +12,7 @@ import time
 import typing as t
 
 import pytest
+from conftest import add_value_views
 from flask import Flask, Request, session
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -26,14 +27,7 @@ def make_app(tmp_path: t.Any, **config: t.Any) -> Flask:
     app.config.update(SECRET_KEY="one", **config)
     Session(app)
 
-    @app.get("/set/<value>")
-    def set_value(value: str) -> str:
-        session["v"] = value
-        return "ok"
-
-    @app.get("/get")
-    def get_value() -> str:
-        return repr(session.get("v"))
+    add_value_views(app)
 
     return app
 

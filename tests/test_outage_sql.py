@@ -18,8 +18,8 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
-from conftest import require
-from flask import Flask, session
+from conftest import add_value_views, require
+from flask import Flask
 
 from flask_satchel import Session
 from flask_satchel.stores.sql import SQLStore
@@ -161,14 +161,7 @@ def app(target: str, relay: Relay) -> t.Iterator[Flask]:
     )
     Session(app)
 
-    @app.get("/set/<value>")
-    def set_value(value: str) -> str:
-        session["v"] = value
-        return "ok"
-
-    @app.get("/get")
-    def get_value() -> str:
-        return repr(session.get("v"))
+    add_value_views(app)
 
     yield app
     app.extensions["satchel"].store.close()

@@ -20,7 +20,7 @@ import uuid
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import ServerProcess, require
+from conftest import ServerProcess, add_value_views, require
 from flask import Flask, session
 from pymemcache.client.base import Client, PooledClient
 from pymemcache.client.hash import HashClient
@@ -273,14 +273,7 @@ def _app(server: MemcachedServer | str, **config: t.Any) -> Flask:
     app.config.update(SESSION_URL=url, SESSION_KEY_PREFIX=_prefix(), SESSION_STORE_TIMEOUT=0.5, **config)
     Session(app)
 
-    @app.get("/set/<value>")
-    def set_value(value: str) -> str:
-        session["v"] = value
-        return "ok"
-
-    @app.get("/get")
-    def get_value() -> str:
-        return repr(session.get("v"))
+    add_value_views(app)
 
     return app
 

@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
-from conftest import require
+from conftest import add_value_views, require
 from flask import Flask, session
 
 from flask_satchel import ConfigError, SatchelError, Session
@@ -374,14 +374,7 @@ def _app(backend: Backend, table: str, **config: t.Any) -> Flask:
         **config,
     )
 
-    @app.get("/set/<value>")
-    def set_value(value: str) -> str:
-        session["v"] = value
-        return "ok"
-
-    @app.get("/get")
-    def get_value() -> str:
-        return repr(session.get("v"))
+    add_value_views(app)
 
     return app
 
