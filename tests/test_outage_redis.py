@@ -157,11 +157,11 @@ def _sent_by(server: RedisServer, request: t.Callable[[], t.Any]) -> list[str]:
 
 
 def test_read_only_request_is_one_command(app: Flask, server: RedisServer) -> None:
-    """A request that only reads the session sends Redis exactly one command (HGETALL)."""
+    """A request that only reads the session sends Redis exactly one command (the load script)."""
     browser = app.test_client()
     browser.get("/set/a/1")
-    browser.get("/get/a")  # warm: the pooled connection exists
-    assert _sent_by(server, lambda: browser.get("/get/a")) == ["hgetall"]
+    browser.get("/get/a")  # warm: the pooled connection exists and the script is loaded
+    assert _sent_by(server, lambda: browser.get("/get/a")) == ["evalsha"]
 
 
 def test_one_key_change_is_one_command(app: Flask, server: RedisServer) -> None:
@@ -170,8 +170,35 @@ def test_one_key_change_is_one_command(app: Flask, server: RedisServer) -> None:
     browser.get("/set/a/1")
     browser.get("/set/a/2")  # warm: the script is loaded
     sent = _sent_by(server, lambda: browser.get("/set/b/3"))
-    assert sent == ["hgetall", "evalsha"]  # the view reads the session first: load, then apply
+    assert sent == ["evalsha", "evalsha"]  # the view reads the session first: load, then apply
     assert browser.get("/get/b").text == "'3'"
+
+
+def _writes(server: RedisServer, request: t.Callable[[], t.Any]) -> dict[str, int]:
+    """The write commands Redis ran during ``request()``, scripts included, from INFO commandstats."""
+    probe = server.client()
+    try:
+
+        def calls() -> dict[str, int]:
+            stats = probe.info("commandstats")
+            return {name[len("cmdstat_") :]: int(stat["calls"]) for name, stat in stats.items()}
+
+        before = calls()
+        request()
+        after = calls()
+    finally:
+        probe.close()
+    writes = {"hset", "hdel", "del", "pexpireat", "expire", "sadd", "srem"}
+    return {name: n - before.get(name, 0) for name, n in after.items() if name in writes and n != before.get(name, 0)}
+
+
+def test_one_key_change_writes_one_hset(app: Flask, server: RedisServer) -> None:
+    """Inside the refresh interval, changing one key is a single HSET: no metadata rewrite, no TTL move."""
+    browser = app.test_client()
+    browser.get("/set/a/1")
+    browser.get("/set/a/2")  # warm
+    assert _writes(server, lambda: browser.get("/set/b/3")) == {"hset": 1}
+    assert _writes(server, lambda: browser.get("/get/b")) == {}
 
 
 def test_new_session_is_one_command(app: Flask, server: RedisServer) -> None:

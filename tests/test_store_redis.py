@@ -204,6 +204,45 @@ def test_session_keys_never_collide_with_metadata(prefix: str, name: str) -> Non
         store.close()
 
 
+def test_late_change_never_shortens_the_session(shared: redis.Redis, prefix: str) -> None:
+    """A change from a request that loaded the record before a refresh keeps the newer expiry and TTL."""
+    store = _store(prefix)
+    try:
+        now = shared.time()[0]
+        store.create("9" * 32, _record(now - 100, a=b"1"))
+        assert store.touch("9" * 32, now, now + 1200)  # another request refreshed it
+        # this one loaded the record before that refresh and still carries its times
+        assert store.apply("9" * 32, Change(set={"b": b"2"}, last_seen=now - 100, expires_at=now + 3500)) == 2
+        loaded = store.load("9" * 32)
+        assert loaded is not None
+        assert (loaded.last_seen, loaded.expires_at) == (now, now + 1200)
+        assert 1_198_000 <= shared.pttl(f"{prefix}{{{'9' * 32}}}") <= 1_200_000
+        assert loaded.data == {"a": b"1", "b": b"2"}
+    finally:
+        store.close()
+
+
+def test_load_of_a_large_session(prefix: str) -> None:
+    """A session of 3000 keys, more than one HSET call of the scripts carries, loads back whole."""
+    store = _store(prefix)
+    try:
+        import time
+
+        now = time.time()
+        data = {f"k{i}": bytes([i % 256]) * (i % 300) for i in range(3000)}
+        store.create("8" * 32, _record(now, **data))
+        change = {f"k{i}": b"new" for i in range(0, 3000, 2)}
+        removed = ["k1", "k3"]
+        assert store.apply("8" * 32, Change(set=change, removed=removed, last_seen=now, expires_at=now + 60)) == 2998
+        loaded = store.load("8" * 32)
+        assert loaded is not None
+        expected = {**data, **change}
+        del expected["k1"], expected["k3"]
+        assert loaded.data == expected
+    finally:
+        store.close()
+
+
 def test_user_index_is_pruned_of_stale_members(shared: redis.Redis, prefix: str) -> None:
     """Listing a user's sessions drops members that expired in Redis or moved to another user."""
     store = _store(prefix)

@@ -107,7 +107,6 @@ _PERMANENT = b"\xffpermanent"
 _USER = b"\xffuser"
 _CLIENT = b"\xffclient"
 _META = (_CREATED, _SEEN, _EXPIRES, _PERMANENT, _USER, _CLIENT)
-_MARK = b"\xff"
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode_client = msgspec.msgpack.Decoder(dict[str, str]).decode
@@ -115,20 +114,67 @@ _decode_client = msgspec.msgpack.Decoder(dict[str, str]).decode
 # Every record holds all six metadata fields, so HLEN - 6 is its key count.
 # Lua reads "\255" as the byte 0xff.
 _LUA_HSET = """
-local function hset(key, first, last)
-  -- in chunks: Lua's unpack() has a limit on how many values it returns
-  for i = first, last, 1000 do
-    redis.call('HSET', key, unpack(ARGV, i, math.min(i + 999, last)))
+-- HSET of ARGV[first..last] (field/value pairs) and then of the pairs in
+-- extra, in as few calls as possible: one, unless there are more than 1000
+-- values, the most this sends through Lua's unpack() at once.
+local function hset(key, first, last, extra)
+  local args = {}
+  for i = first, last do
+    args[#args + 1] = ARGV[i]
+    if #args == 1000 then
+      redis.call('HSET', key, unpack(args))
+      args = {}
+    end
+  end
+  for i = 1, #extra do
+    args[#args + 1] = extra[i]
+    if #args == 1000 then
+      redis.call('HSET', key, unpack(args))
+      args = {}
+    end
+  end
+  if #args > 0 then redis.call('HSET', key, unpack(args)) end
+end
+"""
+
+#: KEYS[1] the session. Returns nil when there is none, else one msgpack
+#: array (see ``_Packed``): the six metadata values in ``_META`` order (bin,
+#: or nil when missing), then a map of session key to value (both bin: a key
+#: name is UTF-8 with ``surrogatepass``, not always strict UTF-8).
+#: Why a script for a read: redis-py parses replies in Python, one call per
+#: element, so an HGETALL of a 10-key session (32 elements with the metadata)
+#: costs far more CPU than the round trip itself; one bulk string that
+#: msgspec decodes in C costs about what a GET does.
+_LOAD = """
+local fields = redis.call('HGETALL', KEYS[1])
+if #fields == 0 then return false end
+local meta, data = {}, {}
+for i = 1, #fields, 2 do
+  local name, value = fields[i], fields[i + 1]
+  if string.byte(name) == 255 then
+    meta[name] = value
+  else
+    data[#data + 1] = struct.pack('>BI4', 0xc6, #name) .. name .. struct.pack('>BI4', 0xc6, #value) .. value
   end
 end
+local out = {'\\151'}
+local order = {
+  '\\255created_at', '\\255last_seen', '\\255expires_at', '\\255permanent', '\\255user', '\\255client'
+}
+for _, name in ipairs(order) do
+  local value = meta[name]
+  out[#out + 1] = value and struct.pack('>BI4', 0xc6, #value) .. value or '\\192'
+end
+out[#out + 1] = struct.pack('>BI4', 0xdf, #data)
+return table.concat(out) .. table.concat(data)
 """
 
 #: KEYS[1] the session; ARGV[1] expiry in ms, then field/value pairs.
 _CREATE = (
     _LUA_HSET
     + """
-redis.call('DEL', KEYS[1])
-hset(KEYS[1], 2, #ARGV)
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('DEL', KEYS[1]) end
+hset(KEYS[1], 2, #ARGV, {})
 redis.call('PEXPIREAT', KEYS[1], ARGV[1])
 return 1
 """
@@ -138,27 +184,45 @@ return 1
 #: user changed (0/1), user field, client changed (0/1), client field, number
 #: of set pairs, the pairs, then the removed fields.
 #: Returns nil when the session is gone, else {key count, previous user field}.
+#:
+#: The changed keys and the metadata go in one HSET. last_seen, expires_at and
+#: the TTL move only forward: a change that does not refresh them (the
+#: common case inside the refresh interval) leaves them and the TTL alone,
+#: and one from a request that loaded the record before another request
+#: refreshed it cannot shorten the session again.
 _APPLY = (
     _LUA_HSET
     + """
 local key = KEYS[1]
-if redis.call('EXISTS', key) == 0 then return false end
-local previous = redis.call('HGET', key, '\\255user')
+local stored = redis.call('HMGET', key, '\\255last_seen', '\\255user')
+if not stored[1] then return false end
 local last = 9 + 2 * tonumber(ARGV[9])
-if last > 9 then hset(key, 10, last) end
 for i = last + 1, #ARGV, 1000 do
   redis.call('HDEL', key, unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
-local count = redis.call('HLEN', key) - 6
-if count <= 0 then
+if last == 9 and redis.call('HLEN', key) <= 6 then
   redis.call('DEL', key)
-  return {0, previous}
+  return {0, stored[2]}
 end
-redis.call('HSET', key, '\\255last_seen', ARGV[1], '\\255expires_at', ARGV[2], '\\255permanent', ARGV[4])
-if ARGV[5] == '1' then redis.call('HSET', key, '\\255user', ARGV[6]) end
-if ARGV[7] == '1' then redis.call('HSET', key, '\\255client', ARGV[8]) end
-redis.call('PEXPIREAT', key, ARGV[3])
-return {count, previous}
+local meta = {'\\255permanent', ARGV[4]}
+local refresh = tonumber(ARGV[1]) > tonumber(stored[1])
+if refresh then
+  meta[#meta + 1] = '\\255last_seen'
+  meta[#meta + 1] = ARGV[1]
+  meta[#meta + 1] = '\\255expires_at'
+  meta[#meta + 1] = ARGV[2]
+end
+if ARGV[5] == '1' then
+  meta[#meta + 1] = '\\255user'
+  meta[#meta + 1] = ARGV[6]
+end
+if ARGV[7] == '1' then
+  meta[#meta + 1] = '\\255client'
+  meta[#meta + 1] = ARGV[8]
+end
+hset(key, 10, last, meta)
+if refresh then redis.call('PEXPIREAT', key, ARGV[3]) end
+return {redis.call('HLEN', key) - 6, stored[2]}
 """
 )
 
@@ -183,6 +247,21 @@ return {redis.call('DEL', KEYS[1]), user}
 """
 
 
+class _Packed(msgspec.Struct, array_like=True):
+    """What the load script returns, decoded by msgspec in one C call."""
+
+    created_at: bytes | None
+    last_seen: bytes | None
+    expires_at: bytes | None
+    permanent: bytes | None
+    user: bytes | None
+    client: bytes | None
+    data: dict[bytes, bytes]
+
+
+_unpack = msgspec.msgpack.Decoder(_Packed).decode
+
+
 class _Script:
     """A Lua script and its SHA1, which is how Redis names a loaded script."""
 
@@ -194,6 +273,7 @@ class _Script:
 _SCRIPTS = {
     name: _Script(source)
     for name, source in [
+        ("load", _LOAD),
         ("create", _CREATE),
         ("apply", _APPLY),
         ("touch", _TOUCH),
@@ -508,14 +588,14 @@ class RedisStore:
     # The Store protocol ------------------------------------------------------------
 
     def load(self, key: str) -> Record | None:
-        with self._unavailable():
-            fields: dict[bytes, bytes] = self.client.hgetall(self._key(key))
-        if not fields:
+        packed = self._run("load", self._key(key), ())
+        if packed is None:
             return None
-        data = {
-            name.decode("utf-8", "surrogatepass"): value for name, value in fields.items() if not name.startswith(_MARK)
-        }
-        return _metadata([fields.get(name) for name in _META], data)
+        record = _unpack(packed)
+        return _metadata(
+            (record.created_at, record.last_seen, record.expires_at, record.permanent, record.user, record.client),
+            {name.decode("utf-8", "surrogatepass"): value for name, value in record.data.items()},
+        )
 
     def create(self, key: str, record: Record) -> None:
         args: list[t.Any] = [
