@@ -227,6 +227,125 @@ def test_expired_record_is_not_kept(memcached: MemcachedServer) -> None:
         store.close()
 
 
+# Compare-and-set from the load -------------------------------------------------------
+
+
+def _commands(server: MemcachedServer) -> dict[str, int]:
+    """The server's command counters: reads (get and gets) and writes (set, add, cas, delete)."""
+    client = Client(("127.0.0.1", server.port), timeout=2)
+    try:
+        stats = {k.decode() if isinstance(k, bytes) else k: v for k, v in client.stats().items()}
+    finally:
+        client.close()
+    writes = stats["cmd_set"] + stats["delete_hits"] + stats["delete_misses"]
+    return {"reads": stats["cmd_get"], "writes": writes}
+
+
+def _delta(server: MemcachedServer, action: t.Callable[[], t.Any]) -> dict[str, int]:
+    before = _commands(server)
+    action()
+    after = _commands(server)
+    return {k: after[k] - before[k] for k in before}
+
+
+def _change(**values: bytes) -> Change:
+    now = time.time()
+    return Change(set=values, last_seen=now, expires_at=now + DAY)
+
+
+def test_change_after_load_is_one_round_trip(memcached: MemcachedServer) -> None:
+    """A change right after this thread's load of the same key is one cas, no second read."""
+    store = MemcachedStore.from_settings(_settings(f"memcached://{memcached.address}"))
+    try:
+        store.create("c" * 32, _record(time.time() + DAY))
+        assert _delta(memcached, lambda: store.load("c" * 32)) == {"reads": 1, "writes": 0}
+        assert _delta(memcached, lambda: store.apply("c" * 32, _change(b=b"2"))) == {"reads": 0, "writes": 1}
+        # The token was used up: the next change reads afresh.
+        assert _delta(memcached, lambda: store.apply("c" * 32, _change(c=b"3"))) == {"reads": 1, "writes": 1}
+        record = store.load("c" * 32)
+        assert record is not None
+        assert record.data == {"a": b"\x01", "b": b"2", "c": b"3"}
+    finally:
+        store.close()
+
+
+def test_stale_token_loses_no_concurrent_change(memcached: MemcachedServer) -> None:
+    """A write between this thread's load and its change fails the cas; the retry keeps both keys."""
+    settings = _settings(f"memcached://{memcached.address}")
+    store, other = MemcachedStore.from_settings(settings), MemcachedStore.from_settings(settings)
+    try:
+        store.create("d" * 32, _record(time.time() + DAY))
+        store.load("d" * 32)
+        assert other.apply("d" * 32, _change(theirs=b"1")) == 2
+        # One failed cas with the loaded token, then gets + cas.
+        assert _delta(memcached, lambda: store.apply("d" * 32, _change(ours=b"2"))) == {"reads": 1, "writes": 2}
+        record = store.load("d" * 32)
+        assert record is not None
+        assert record.data == {"a": b"\x01", "theirs": b"1", "ours": b"2"}
+    finally:
+        store.close()
+        other.close()
+
+
+def test_token_of_another_key_or_thread_is_not_used(memcached: MemcachedServer) -> None:
+    """A load of one key, or on another thread, never stands in for reading the key changed."""
+    store = MemcachedStore.from_settings(_settings(f"memcached://{memcached.address}"))
+    try:
+        for key in ("e" * 32, "f" * 32):
+            store.create(key, _record(time.time() + DAY))
+        store.load("e" * 32)
+        assert _delta(memcached, lambda: store.apply("f" * 32, _change(b=b"2"))) == {"reads": 1, "writes": 1}
+        # The mismatched token was dropped, not kept for a later change of "e".
+        assert _delta(memcached, lambda: store.apply("e" * 32, _change(b=b"2"))) == {"reads": 1, "writes": 1}
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(store.load, "e" * 32).result()
+        assert _delta(memcached, lambda: store.apply("e" * 32, _change(c=b"3"))) == {"reads": 1, "writes": 1}
+    finally:
+        store.close()
+
+
+def test_change_after_load_of_a_deleted_record_writes_nothing(memcached: MemcachedServer) -> None:
+    """A record deleted between the load and the change stays deleted: the cas with the token stores nothing."""
+    settings = _settings(f"memcached://{memcached.address}")
+    store, other = MemcachedStore.from_settings(settings), MemcachedStore.from_settings(settings)
+    try:
+        store.create("g" * 32, _record(time.time() + DAY, user="ann"))
+        store.load("g" * 32)
+        assert other.delete("g" * 32)
+        assert store.apply("g" * 32, _change(b=b"2")) is None
+        assert store.load("g" * 32) is None
+    finally:
+        store.close()
+        other.close()
+
+
+def test_delete_after_load(memcached: MemcachedServer) -> None:
+    """Deleting what this thread loaded is one cas; after a concurrent change it still deletes, and the right index."""
+    settings = _settings(f"memcached://{memcached.address}")
+    store, other = MemcachedStore.from_settings(settings), MemcachedStore.from_settings(settings)
+    try:
+        store.create("h" * 32, _record(time.time() + DAY, user="ann"))
+        store.load("h" * 32)
+        # cas-delete, then the index: gets + cas.
+        assert _delta(memcached, lambda: store.delete("h" * 32)) == {"reads": 1, "writes": 2}
+        assert store.load("h" * 32) is None
+        assert store.sessions(time.time(), "ann") == []
+
+        store.create("i" * 32, _record(time.time() + DAY, user="ann"))
+        store.load("i" * 32)
+        other.apply(
+            "i" * 32,
+            Change(set={"b": b"2"}, last_seen=time.time(), expires_at=time.time() + DAY, user_changed=True, user="bob"),
+        )
+        assert store.delete("i" * 32)
+        assert store.load("i" * 32) is None
+        assert store.sessions(time.time(), "bob") == []
+        assert store.sessions(time.time(), "ann") == []
+    finally:
+        store.close()
+        other.close()
+
+
 # No Nagle --------------------------------------------------------------------------
 
 
