@@ -157,6 +157,66 @@ def test_serialization_error_names_the_type(tmp_path: t.Any) -> None:
         app.test_client().get("/bad")
 
 
+def test_unreadable_value_is_dropped_and_the_rest_kept(tmp_path: t.Any, caplog: pytest.LogCaptureFixture) -> None:
+    """One value that will not decode reads as missing and is deleted; the session and its other keys live on."""
+    app = make_app(tmp_path, SESSION_TYPE="memory")
+
+    @app.get("/fill")
+    def fill() -> str:
+        session.update(good=[1, 2], bad="x", user="ann")
+        return "ok"
+
+    @app.get("/read/<key>")
+    def read(key: str) -> str:
+        return repr(session.get(key, "missing"))
+
+    client = app.test_client()
+    client.get("/fill")
+    store = app.extensions["satchel"].store
+    (record,) = store._records.values()
+    record.data = {**record.data, "bad": b"\xc1"}  # 0xc1 is never valid msgpack
+    assert client.get("/read/good").text == "[1, 2]"
+    with caplog.at_level("WARNING", logger="flask_satchel.security"):
+        assert client.get("/read/bad").text == "'missing'"
+    assert "Unreadable value of session key 'bad'" in caplog.text
+    assert "bad" not in record_of(store).data
+    assert client.get("/read/user").text == "'ann'"
+
+
+def test_regenerate_keeps_values_no_view_read(tmp_path: t.Any) -> None:
+    """A new id carries every value over, read or not, and the user index follows it."""
+    app = make_app(tmp_path, SESSION_TYPE="memory", SESSION_USER_KEY="user")
+
+    @app.get("/login")
+    def login() -> str:
+        session.update(user="ann", cart=[("sku", 2)], when=dt.date(2026, 11, 27))
+        return "ok"
+
+    @app.get("/again")
+    def again() -> str:
+        session.regenerate()
+        return "ok"
+
+    @app.get("/show")
+    def show() -> str:
+        return repr(sorted(session.items()))
+
+    client = app.test_client()
+    client.get("/login")
+    before = client.get_cookie("session")
+    client.get("/again")
+    after = client.get_cookie("session")
+    assert before is not None and after is not None and before.value != after.value
+    assert client.get("/show").text == repr([("cart", [("sku", 2)]), ("user", "ann"), ("when", dt.date(2026, 11, 27))])
+    manager = app.extensions["satchel"]
+    assert [info.user for info in manager.sessions_of("ann")] == ["ann"]
+
+
+def record_of(store: t.Any) -> t.Any:
+    (record,) = store._records.values()
+    return record
+
+
 @pytest.mark.parametrize(
     "mutate",
     [

@@ -14,7 +14,7 @@ import typing as t
 
 from werkzeug.http import dump_cookie
 
-from . import serialization, signals
+from . import signals
 from .errors import SessionTooLarge
 from .interface import SatchelSessionInterface, cookie_value, security_log
 from .stores.base import Record, merge
@@ -75,16 +75,9 @@ class CookieSessionInterface(SatchelSessionInterface):
             if sealed.issued_at < after and sealed.handle != kept:
                 security_log.info("Refused a revoked session cookie (session %s)", sealed.handle)
                 return
-        try:
-            data = serialization.decode(sealed.data)
-        except (ValueError, TypeError) as e:
-            security_log.warning("Unreadable session cookie %s, starting a new session: %s", sealed.handle, e)
-            return
-        dict.update(session, data)
+        session._fill(sealed.data)
         session._handle = sealed.handle
         session._record = sealed.record()
-        session._original = sealed.data
-        session._touched = set()
         session._stored = True
         session._permanent = sealed.permanent
         session._new = False

@@ -95,13 +95,11 @@ class SatchelSessionInterface(SessionInterface):
 
     def _deadline(self, app: Flask, created_at: float, last_seen: float) -> float:
         """When a session seen at ``last_seen`` dies: idle or absolute timeout, whichever is first."""
-        idle = app.permanent_session_lifetime.total_seconds()
-        return min(last_seen + idle, created_at + self.settings.absolute_lifetime)
+        return min(last_seen + _idle_seconds(app), created_at + self.settings.absolute_lifetime)
 
     def _refresh_due(self, app: Flask, record: Record, now: float) -> bool:
         # A tenth of the idle timeout at most, so a short lifetime stays accurate.
-        idle = app.permanent_session_lifetime.total_seconds()
-        return now - record.last_seen >= min(self.settings.refresh_interval, idle / 10)
+        return now - record.last_seen >= min(self.settings.refresh_interval, _idle_seconds(app) / 10)
 
     # Opening --------------------------------------------------------------
 
@@ -145,16 +143,9 @@ class SatchelSessionInterface(SessionInterface):
             self._guard(session, self.store.delete, key)
             signals.session_expired.send(app, handle=key)
             return
-        try:
-            data = serialization.decode(record.data)
-        except (ValueError, TypeError) as e:  # msgspec.DecodeError is a ValueError
-            security_log.warning("Unreadable session record %s, starting a new session: %s", key, e)
-            return
-        dict.update(session, data)
+        session._fill(record.data)
         session._sid = sid
         session._record = record
-        session._original = record.data
-        session._touched = set()
         session._stored = True
         session._permanent = record.permanent
         session._new = False
@@ -301,6 +292,7 @@ class SatchelSessionInterface(SessionInterface):
     def _forget(self, session: ServerSession) -> None:
         """Make ``session`` a new, empty one that will delete the cookie unless filled again."""
         dict.clear(session)
+        session._pending = set()
         session._sid = None
         session._key = None
         session._handle = None
@@ -338,7 +330,8 @@ class SatchelSessionInterface(SessionInterface):
     # Saving ---------------------------------------------------------------
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
-        if not isinstance(session, ServerSession) or not session.accessed:
+        # type() first: SessionMixin is an ABC, and isinstance on it is slow.
+        if not (type(session) is ServerSession or isinstance(session, ServerSession)) or not session.accessed:
             return  # never touched: no store I/O, no cookie, no Vary
         _vary_cookie(response)
         if not session._loaded:
@@ -384,11 +377,12 @@ class SatchelSessionInterface(SessionInterface):
         stored = session._record
         assert stored is not None
         refresh_due = self._refresh_due(app, stored, now)
-        if not (session._touched or session._touched is None or session._permanent_changed or refresh_due):
+        delta = self._delta(session)
+        if not (delta[0] or delta[1] or session._permanent_changed or refresh_due):
             if session._rotated:
                 self._set_cookie(app, session, response, self._cookie_value(app, self._sid(session)), stored)
             return  # read-only, inside the refresh interval: the common case, and nothing to do
-        change = self._change(app, session, now if refresh_due else None)
+        change = self._change(app, session, now if refresh_due else None, delta)
         refresh = change.last_seen != stored.last_seen
         if change.set or change.removed or session._permanent_changed or change.client is not None:
             if not self._apply(session, change):  # gone (revoked, destroyed elsewhere) or emptied
@@ -406,7 +400,7 @@ class SatchelSessionInterface(SessionInterface):
         """A whole record for a session that is not stored yet (new, regenerated or imported)."""
         previous = session._record
         created = previous.created_at if previous is not None else now
-        encoded = serialization.encode(session)
+        encoded = session._encoded()
         return Record(
             data=encoded,
             created_at=created,
@@ -425,27 +419,48 @@ class SatchelSessionInterface(SessionInterface):
             signals.session_regenerated.send(app, handle=handle, old_handle=old)
             session._regenerated_from = None
 
-    def _change(self, app: Flask, session: ServerSession, now: float | None) -> Change:
-        """What the request changed, by comparing encoded bytes.
+    @staticmethod
+    def _delta(session: ServerSession) -> tuple[dict[str, bytes], list[str]]:
+        """The keys the request set (with their new bytes) and removed, by comparing encoded bytes.
 
-        ``now`` set means the refresh interval has passed: the expiry moves
-        (when the request changed something or the app refreshes on every
-        request), and tracked client details are updated if they differ.
+        Only keys written or handed out as mutable values are encoded; a
+        request that read strings and numbers costs nothing here.
         """
-        original = session._original
-        record = session._record
-        assert record is not None
         touched = session._touched
+        if not touched and touched is not None:
+            return {}, []
+        original = session._original
         candidates: t.Iterable[str] = original.keys() | dict.keys(session) if touched is None else touched
         changed: dict[str, bytes] = {}
         removed: list[str] = []
+        pending = session._pending
         for key in candidates:
+            if key in pending:
+                continue  # never read, so unchanged
             if dict.__contains__(session, key):
                 value = serialization.encode_value(dict.__getitem__(session, key))
                 if original.get(key) != value:
                     changed[key] = value
             elif key in original:
                 removed.append(key)
+        return changed, removed
+
+    def _change(
+        self,
+        app: Flask,
+        session: ServerSession,
+        now: float | None,
+        delta: tuple[dict[str, bytes], list[str]] | None = None,
+    ) -> Change:
+        """What the request changed, as a ``Change`` for the store.
+
+        ``now`` set means the refresh interval has passed: the expiry moves
+        (when the request changed something or the app refreshes on every
+        request), and tracked client details are updated if they differ.
+        """
+        record = session._record
+        assert record is not None
+        changed, removed = self._delta(session) if delta is None else delta
         if now is not None and not (changed or removed or session._permanent_changed or self._refresh_on_read(app)):
             now = None  # activity alone does not extend the session
         client = None
@@ -473,7 +488,7 @@ class SatchelSessionInterface(SessionInterface):
         key = self.settings.user_key
         if key not in encoded:
             return None
-        return str(dict.__getitem__(session, key))
+        return str(session._peek(key))
 
     def _client_of(self, session: ServerSession) -> dict[str, str] | None:
         """The ip and user agent for session lists, when ``SESSION_TRACK_CLIENT`` is on.
@@ -518,6 +533,12 @@ class SatchelSessionInterface(SessionInterface):
             response.headers["Clear-Site-Data"] = '"cookies"'
 
 
+def _idle_seconds(app: Flask) -> float:
+    """``PERMANENT_SESSION_LIFETIME`` in seconds, read from the config on each request as Flask does."""
+    lifetime = app.config["PERMANENT_SESSION_LIFETIME"]
+    return lifetime.total_seconds() if isinstance(lifetime, dt.timedelta) else float(lifetime)
+
+
 @functools.lru_cache(maxsize=8)
 def _cookie_pattern(name: str) -> re.Pattern[str]:
     # RFC 6265: pairs are separated by ";" alone (a comma belongs to the value), as Werkzeug parses them.
@@ -543,10 +564,11 @@ def cookie_value(request: Request, name: str) -> str | None:
 
 def _vary_cookie(response: Response) -> None:
     """Add ``Vary: Cookie`` without parsing the header into a set when it is absent."""
-    vary = response.headers.get("Vary")
-    if vary is None:
-        response.headers["Vary"] = "Cookie"
-    elif "cookie" not in vary.lower():
+    # getlist: Headers.get raises and catches an exception when the header is absent.
+    vary = response.headers.getlist("Vary")
+    if not vary:
+        response.headers.add("Vary", "Cookie")
+    elif not any("cookie" in value.lower() for value in vary):
         response.vary.add("Cookie")
 
 

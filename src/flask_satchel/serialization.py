@@ -49,12 +49,16 @@ def _prepare(value: t.Any) -> t.Any:
     cls = type(value)
     if cls in _PLAIN:
         return value
+    # Plain items are tested inline: most of a session's leaves are plain, and
+    # a call per leaf was most of the cost of encoding a list of tuples.
     if cls is list:
-        return [_prepare(item) for item in value]
+        return [item if type(item) in _PLAIN else _prepare(item) for item in value]
     if cls is dict:
-        return {_prepare(k): _prepare(v) for k, v in value.items()}
+        return {
+            k if type(k) in _PLAIN else _prepare(k): v if type(v) in _PLAIN else _prepare(v) for k, v in value.items()
+        }
     if cls is tuple:
-        return _Ext(_TUPLE, _encode([_prepare(item) for item in value]))
+        return _Ext(_TUPLE, _encode([item if type(item) in _PLAIN else _prepare(item) for item in value]))
     if isinstance(value, Markup) or hasattr(value, "__html__"):
         # Anything with __html__ comes back as Markup, as in Flask.
         return _Ext(_MARKUP, str(value.__html__()).encode())

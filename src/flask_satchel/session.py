@@ -7,6 +7,11 @@ the session starts empty and unloaded, and the first dict operation loads it.
 ``save_session`` skips a session that was never loaded: no store I/O, no
 ``Set-Cookie``, no ``Vary: Cookie``.
 
+Values are decoded when the view first reads them, not when the record
+loads: a request that reads the user id out of a session of twenty keys
+decodes one. Keys still in their stored form (``_pending``) cannot have
+changed, so they cost nothing at the end of the request either.
+
 What changed is found by value, not by trusting ``session.modified``: at the
 end of the request the interface encodes each value that *may* have changed
 and compares it with the bytes it loaded, which catches in-place changes to
@@ -18,11 +23,14 @@ reads strings and numbers costs no encoding at all.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import typing as t
 import uuid
 
 from flask.sessions import SessionMixin
 from markupsafe import Markup
+
+from . import serialization
 
 if t.TYPE_CHECKING:
     from _typeshed import SupportsKeysAndGetItem
@@ -32,6 +40,7 @@ if t.TYPE_CHECKING:
     from .stores.base import Record
 
 _MISSING: t.Any = object()
+security_log = logging.getLogger("flask_satchel.security")
 
 #: Values a view cannot change in place: handing them out marks nothing.
 _IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes, Markup, uuid.UUID, dt.datetime, dt.date, dt.time})
@@ -59,6 +68,9 @@ class ServerSession(dict[str, t.Any], SessionMixin):
     _record: Record | None = None
     #: Encoded values as loaded: the baseline the end-of-request diff uses (replaced, never mutated).
     _original: dict[str, bytes] = {}
+    #: Keys whose dict value is still the stored bytes, decoded on first read.
+    #: Shared and immutable until a record loads, so test membership before discarding.
+    _pending: set[str] = t.cast("set[str]", frozenset())
     #: Keys whose values may differ from ``_original``; None means any key. A
     #: stored session gets its own set when it loads; a new one is encoded whole.
     _touched: set[str] | None = None
@@ -113,6 +125,49 @@ class ServerSession(dict[str, t.Any], SessionMixin):
         if not self._loaded:
             self._loaded = True
             self._interface.load(self)
+
+    def _fill(self, encoded: dict[str, bytes]) -> None:
+        """Take a stored record's values, still encoded: each is decoded when first read."""
+        dict.update(self, encoded)
+        self._original = encoded
+        self._pending = set(encoded)
+        self._touched = set()
+
+    def _decode(self, key: str) -> None:
+        """Replace the stored bytes of ``key`` with its value.
+
+        A value that will not decode (a store written by hand, a bug) is
+        dropped with a warning: the view sees the key as missing, the other
+        keys are unharmed, and the next save deletes the unreadable bytes.
+        """
+        pending = self._pending
+        if key in pending:
+            pending.discard(key)
+            raw = dict.__getitem__(self, key)
+            try:
+                dict.__setitem__(self, key, serialization.decode_value(raw))
+            except (ValueError, TypeError) as e:  # msgspec.DecodeError is a ValueError
+                security_log.warning("Unreadable value of session key %r, dropped: %s", key, e)
+                dict.__delitem__(self, key)
+                if self._touched is not None:
+                    self._touched.add(key)  # so the save deletes it from the store
+
+    def _decode_all(self) -> None:
+        for key in list(self._pending):
+            self._decode(key)
+
+    def _peek(self, key: str) -> t.Any:
+        """The value of ``key`` for the interface's own use: decoded, not marked as handed out."""
+        self._decode(key)
+        return dict.__getitem__(self, key)
+
+    def _encoded(self) -> dict[str, bytes]:
+        """Every value encoded, for a whole new record: undecoded ones as stored."""
+        pending, original = self._pending, self._original
+        return {
+            key: original[key] if key in pending else serialization.encode_value(value)
+            for key, value in dict.items(self)
+        }
 
     # Session identity ------------------------------------------------------
 
@@ -177,10 +232,14 @@ class ServerSession(dict[str, t.Any], SessionMixin):
 
     def __getitem__(self, key: str) -> t.Any:
         self._load()
+        if key in self._pending:
+            self._decode(key)
         return self._hand_out(key, super().__getitem__(key))
 
     def get(self, key: str, default: t.Any = None) -> t.Any:
         self._load()
+        if key in self._pending:
+            self._decode(key)
         return self._hand_out(key, super().get(key, default))
 
     def __contains__(self, key: object) -> bool:
@@ -201,12 +260,14 @@ class ServerSession(dict[str, t.Any], SessionMixin):
 
     def __eq__(self, other: object) -> bool:
         self._load()
+        self._decode_all()
         return super().__eq__(other)
 
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         self._load()
+        self._decode_all()
         return f"<{type(self).__name__} {super().__repr__()}>"
 
     def keys(self) -> t.KeysView[str]:  # type: ignore[override]
@@ -215,16 +276,19 @@ class ServerSession(dict[str, t.Any], SessionMixin):
 
     def values(self) -> t.ValuesView[t.Any]:  # type: ignore[override]
         self._load()
+        self._decode_all()
         self._touched = None
         return super().values()
 
     def items(self) -> t.ItemsView[str, t.Any]:  # type: ignore[override]
         self._load()
+        self._decode_all()
         self._touched = None
         return super().items()
 
     def copy(self) -> dict[str, t.Any]:
         self._load()
+        self._decode_all()
         self._touched = None
         return dict(super().items())
 
@@ -237,39 +301,52 @@ class ServerSession(dict[str, t.Any], SessionMixin):
         if key == self._interface.settings.user_key:
             self._interface.admit_user(self, value)
         self._touch(key)
+        if key in self._pending:
+            self._pending.discard(key)
         super().__setitem__(key, value)
 
     def __delitem__(self, key: str) -> None:
         self._load()
         self._touch(key)
+        if key in self._pending:
+            self._pending.discard(key)
         super().__delitem__(key)
 
     def setdefault(self, key: str, default: t.Any = None) -> t.Any:
         self._load()
+        if key in self._pending:
+            self._decode(key)
         if not super().__contains__(key):
             self._touch(key)
         return self._hand_out(key, super().setdefault(key, default))
 
     def pop(self, key: str, default: t.Any = _MISSING) -> t.Any:
         self._load()
+        if key in self._pending:
+            self._decode(key)
         if super().__contains__(key):
             self._touch(key)
         return super().pop(key) if default is _MISSING else super().pop(key, default)
 
     def popitem(self) -> tuple[str, t.Any]:
         self._load()
+        self._decode_all()
         self._touch()
         return super().popitem()
 
     def clear(self) -> None:
         self._load()
         self._touch()
+        self._pending = set()
         super().clear()
 
     def update(self, *args: t.Any, **kwargs: t.Any) -> None:
         self._load()
         self._touch()
-        super().update(*args, **kwargs)
+        new = dict(*args, **kwargs)
+        if self._pending:
+            self._pending.difference_update(new)
+        super().update(new)
 
     def __ior__(self, other: SupportsKeysAndGetItem[str, t.Any]) -> t.Self:  # type: ignore[override,misc]
         self.update(other)
