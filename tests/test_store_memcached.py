@@ -8,6 +8,7 @@ always stopped afterwards. Every test uses its own key prefix.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import datetime as dt
 import os
 import shutil
@@ -326,8 +327,8 @@ def test_delete_after_load(memcached: MemcachedServer) -> None:
     try:
         store.create("h" * 32, _record(time.time() + DAY, user="ann"))
         store.load("h" * 32)
-        # cas-delete, then the index: gets + cas.
-        assert _delta(memcached, lambda: store.delete("h" * 32)) == {"reads": 1, "writes": 2}
+        # A cas with the loaded token deletes; one append takes it out of the index.
+        assert _delta(memcached, lambda: store.delete("h" * 32)) == {"reads": 0, "writes": 2}
         assert store.load("h" * 32) is None
         assert store.sessions(time.time(), "ann") == []
 
@@ -344,6 +345,71 @@ def test_delete_after_load(memcached: MemcachedServer) -> None:
     finally:
         store.close()
         other.close()
+
+
+def test_new_session_of_a_known_user_is_two_writes(memcached: MemcachedServer) -> None:
+    """A new session is the record and one append to its user's index; the first of a period also adds the index."""
+    store = MemcachedStore.from_settings(_settings(f"memcached://{memcached.address}"))
+    try:
+        first = _delta(memcached, lambda: store.create("j" * 32, _record(time.time() + DAY, user="ann")))
+        assert first == {"reads": 0, "writes": 3}  # set, append (no index yet), add
+        second = _delta(memcached, lambda: store.create("k" * 32, _record(time.time() + DAY, user="ann")))
+        assert second == {"reads": 0, "writes": 2}  # set, append
+        assert sorted(k for k, _ in store.sessions(time.time(), "ann")) == ["j" * 32, "k" * 32]
+    finally:
+        store.close()
+
+
+def _raw(server: MemcachedServer) -> Client:
+    return Client(("127.0.0.1", server.port), timeout=2, default_noreply=False)
+
+
+def test_listing_prunes_the_index(memcached: MemcachedServer) -> None:
+    """Listing rewrites a user's index without ended sessions; one now naming another user stays, unlisted."""
+    settings = _settings(f"memcached://{memcached.address}")
+    store, other = MemcachedStore.from_settings(settings), MemcachedStore.from_settings(settings)
+    raw = _raw(memcached)
+    try:
+        now = time.time()
+        for key in ("l" * 32, "m" * 32, "n" * 32):
+            store.create(key, _record(now + DAY, user="ann"))
+        assert raw.delete(settings.key_prefix + "l" * 32)  # ended without a word to the index
+        other.delete("m" * 32)  # ended through the store: a "-" line
+        index = store._index_key("ann", store._period(now))
+        assert raw.get(index).count(b"\n") == 4
+        assert [k for k, _ in store.sessions(now, "ann")] == ["n" * 32]
+        assert raw.get(index) == b"+" + b"n" * 32 + b"\n"
+        store.apply("n" * 32, Change(set={}, last_seen=now, expires_at=now + DAY, user_changed=True, user="bob"))
+        assert store.sessions(now, "ann") == []
+        assert [k for k, _ in store.sessions(now, "bob")] == ["n" * 32]
+        store.delete("n" * 32)
+        assert store.sessions(now, "bob") == []
+        assert raw.get(index) is None  # emptied: dropped
+    finally:
+        raw.close()
+        store.close()
+        other.close()
+
+
+def test_full_index_is_pruned_to_make_room(memcached: MemcachedServer) -> None:
+    """An index at memcached's item size limit is pruned of ended sessions, and the new session is listed."""
+    store = MemcachedStore.from_settings(_settings(f"memcached://{memcached.address}"))
+    raw = _raw(memcached)
+    try:
+        now = time.time()
+        store.create("o" * 32, _record(now + DAY, user="ann"))
+        index = store._index_key("ann", store._period(now))
+        for lines in (3000, 30, 1):  # fill it to the last byte memcached takes
+            chunk = b"".join(b"+%032x\n" % i for i in range(lines))
+            while raw.append(index, chunk):
+                pass
+        assert len(raw.get(index)) > 1_000_000
+        store.create("p" * 32, _record(now + DAY, user="ann"))
+        assert sorted(k for k, _ in store.sessions(now, "ann")) == ["o" * 32, "p" * 32]
+        assert len(raw.get(index)) < 100
+    finally:
+        raw.close()
+        store.close()
 
 
 # No Nagle --------------------------------------------------------------------------
@@ -431,12 +497,33 @@ def test_restart_between_requests_is_invisible(private_memcached: MemcachedServe
     _close(app)
 
 
+def _freeze(server: MemcachedServer) -> None:
+    """SIGSTOP the server and wait until every one of its threads has stopped.
+
+    ``kill`` returns before the signal reaches threads running on another
+    CPU, and on a busy machine one of them could still answer the next
+    request.
+    """
+    server.freeze()
+    assert server.process is not None
+    tasks = f"/proc/{server.process.pid}/task"
+    deadline = time.monotonic() + 5
+    while True:
+        states = set()
+        for task in os.listdir(tasks):
+            with contextlib.suppress(FileNotFoundError), open(f"{tasks}/{task}/stat") as f:
+                states.add(f.read().rsplit(")", 1)[1].split()[0])
+        if states <= {"T", "t"} or time.monotonic() > deadline:
+            return
+        time.sleep(0.001)
+
+
 def test_frozen_server_is_503_within_timeout(private_memcached: MemcachedServer) -> None:
     """A memcached that hangs (SIGSTOP) is a 503 within SESSION_STORE_TIMEOUT; after SIGCONT all is back."""
     app = _app(private_memcached)
     client = app.test_client()
     assert client.get("/set/kept").status_code == 200
-    private_memcached.freeze()
+    _freeze(private_memcached)
     try:
         start = time.monotonic()
         response = client.get("/get")

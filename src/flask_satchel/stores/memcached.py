@@ -34,11 +34,24 @@ Why things are the way they are:
   without waiting, the next command sits ~40 ms in the kernel until the
   server's delayed ACK arrives. Clients this store creates set
   ``TCP_NODELAY`` all the same, and time out after ``SESSION_STORE_TIMEOUT``.
-- A user's sessions are listed from a per-user record
-  (``prefix + "user:" + hash``) holding their keys, kept with compare-and-set
-  like the sessions. Memcached cannot list its keys, so listing everyone's
-  sessions and counting them raise ``NotSupported``; ``cleanup()`` has
-  nothing to do, because memcached drops expired records by itself.
+- A change is one round trip after the load. ``load`` reads with ``gets``
+  and keeps, per thread, the value and CAS token it read; a change of that
+  key tries ``cas`` with them first (see ``_take_seen``), and a failed
+  ``cas`` falls back to the loop above.
+- A user's sessions are listed from a per-user index
+  (``prefix + "user:" + hash + ":" + period``): lines ``+key`` and ``-key``
+  added with ``append``, one round trip that needs no read, so a new
+  session is two writes (the record and one append; an ``add`` too when
+  it is the user's first of the period). Memcached cannot refresh an
+  item's expiry in the same command as an append, so each index covers the
+  sessions created in one period of ``index_lifetime`` (the absolute
+  session lifetime) and expires when all of them must have ended, one
+  period after its own; a listing reads the current and the previous
+  period. Listing prunes ended sessions with compare-and-set, and so does
+  an append that finds the index at memcached's item size limit.
+  Memcached cannot list its keys, so listing everyone's sessions and
+  counting them raise ``NotSupported``; ``cleanup()`` has nothing to do,
+  because memcached drops expired records by itself.
 """
 
 from __future__ import annotations
@@ -66,7 +79,6 @@ if t.TYPE_CHECKING:
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(Record).decode
-_decode_index = msgspec.msgpack.Decoder(list[str]).decode
 
 #: Memcached reads a larger expiry as an absolute Unix time, not a TTL.
 _MAX_TTL = 30 * 86400
@@ -79,6 +91,8 @@ _MAX_KEY = 250
 _USER = "user:"
 _LOCK = "lock:"
 _HASH_LENGTH = 32
+#: ``":" + period``, the longest a period number gets (a one-second lifetime).
+_PERIOD_LENGTH = 12
 
 #: Errors that mean the server closed a connection we had open, as it does
 #: when it restarts: worth one more try on a fresh connection.
@@ -88,6 +102,18 @@ _CLOSED = (MemcacheUnexpectedCloseError, ConnectionResetError, BrokenPipeError, 
 _DOWN = (OSError, MemcacheServerError, MemcacheUnknownError)
 
 _ACCEPTED = "a pymemcache Client, PooledClient or HashClient"
+
+
+def _parse_index(value: bytes) -> list[str]:
+    """The keys a user's index lists: ``+key`` lines add, ``-key`` lines remove, in order."""
+    keys: dict[str, None] = {}
+    for line in bytes(value).split(b"\n"):
+        key = line[1:].decode(errors="replace")
+        if line[:1] == b"+":
+            keys[key] = None
+        elif line[:1] == b"-":
+            keys.pop(key, None)
+    return list(keys)
 
 
 def _exptime(expires_at: float) -> int:
@@ -221,7 +247,7 @@ def _connect(servers: list[tuple[str, int]], timeout: float) -> t.Any:
 
 
 def _check_prefix(prefix: str) -> None:
-    longest = len(prefix.encode()) + len(_USER) + _HASH_LENGTH
+    longest = len(prefix.encode()) + len(_USER) + _HASH_LENGTH + _PERIOD_LENGTH
     if not prefix.isascii() or any(c.isspace() or not c.isprintable() for c in prefix) or longest > _MAX_KEY:
         raise ConfigError(
             "SESSION_KEY_PREFIX",
@@ -248,8 +274,9 @@ class MemcachedStore:
         _check_prefix(prefix)
         self.client = client
         self.prefix = prefix
-        #: How long a user's index outlives its last write. Every session in
-        #: it was created before then, so this is the absolute session lifetime.
+        #: The absolute session lifetime: every session ends within it of
+        #: being created, so a user's index of one period can expire one
+        #: period after its own (see the module docstring).
         self.index_lifetime = index_lifetime
         #: Close the client in ``close()``: only a client this store created.
         self.owns_client = owns_client
@@ -288,8 +315,15 @@ class MemcachedStore:
     def _record_key(self, key: str) -> str:
         return self.prefix + key
 
-    def _index_key(self, user: str) -> str:
-        return self.prefix + _USER + hashlib.sha256(user.encode()).hexdigest()[:_HASH_LENGTH]
+    def _index_key(self, user: str, period: int) -> str:
+        return f"{self.prefix}{_USER}{hashlib.sha256(user.encode()).hexdigest()[:_HASH_LENGTH]}:{period}"
+
+    def _by_server(self, full_keys: t.Iterable[str]) -> dict[str, list[str]]:
+        """Keys grouped by the server that holds them, for one multi-key command per server."""
+        by_server: dict[str, list[str]] = {}
+        for full in full_keys:
+            by_server.setdefault(self._server(full).name, []).append(full)
+        return by_server
 
     def _server(self, full_key: str) -> _Server:
         if len(self._servers) == 1:
@@ -309,31 +343,76 @@ class MemcachedStore:
 
     # The per-user index ----------------------------------------------------------
 
-    def _index_edit(self, user: str, add: str | None = None, remove: t.Collection[str] = ()) -> None:
-        """Add a key to, or remove keys from, a user's index."""
-        full = self._index_key(user)
+    def _period(self, created_at: float) -> int:
+        """The index period a session created at ``created_at`` is listed in."""
+        return int(created_at // self.index_lifetime)
+
+    def _index_append(self, user: str, period: int, entry: bytes, *, create: bool) -> None:
+        """Append one line to a user's index of one period; with ``create``, make the index if missing.
+
+        Memcached answers NOT_STORED both when the index does not exist and
+        when it is full (past the item size limit): after an ``add`` that
+        loses to another request, the next failed ``append`` means full, so
+        the index is pruned of ended sessions once and tried again.
+        """
+        full = self._index_key(user, period)
         server = self._server(full)
-        for _ in self._retries(f"the session index of {user!r}"):
-            value, cas = server.call("gets", full)
-            if value is None:
-                if add is None or server.call(
-                    "add", full, _encode([add]), expire=_exptime(time.time() + self.index_lifetime), noreply=False
-                ):
-                    return
-                continue  # another request created it first
-            try:
-                handles = set(_decode_index(value))
-            except msgspec.DecodeError:
-                handles = set()  # unreadable: rebuilt from what this call knows
-            updated = handles.difference(remove)
-            if add is not None:
-                updated.add(add)
-            if updated == handles:
+        # The index outlives every session created in its period (they all
+        # end within index_lifetime of being created), and is never refreshed.
+        expire = _exptime((period + 2) * self.index_lifetime)
+        for attempt in self._retries(f"the session index of {user!r}"):
+            if server.call("append", full, entry, noreply=False):
                 return
-            expire = _exptime(time.time() + self.index_lifetime) if updated else _GONE
-            stored = server.call("cas", full, _encode(sorted(updated)), cas, expire=expire, noreply=False)
-            if stored or (stored is None and add is None):
-                return  # stored, or expired meanwhile with nothing to add
+            if not create:
+                return  # no index: nothing to remove from
+            if server.call("add", full, entry, expire=expire, noreply=False):
+                return
+            if attempt == 1:
+                self._prune(user, [period], time.time())
+
+    def _index_add(self, user: str, key: str, created_at: float) -> None:
+        self._index_append(user, self._period(created_at), b"+" + key.encode() + b"\n", create=True)
+
+    def _index_remove(self, user: str, key: str, created_at: float) -> None:
+        self._index_append(user, self._period(created_at), b"-" + key.encode() + b"\n", create=False)
+
+    def _prune(self, user: str, periods: t.Iterable[int], now: float) -> list[tuple[str, Record]]:
+        """A user's records listed in the indexes of ``periods``; ended sessions are dropped from them.
+
+        An index is rewritten with compare-and-set, so a line appended
+        meanwhile is never lost: the rewrite fails instead, and the ended
+        sessions are dropped next time.
+        """
+        indexes: dict[str, tuple[bytes, t.Any]] = {}
+        for name, index_keys in self._by_server(self._index_key(user, period) for period in periods).items():
+            indexes.update(self._servers[name].call("gets_many", index_keys))
+        listed = {index: _parse_index(value) for index, (value, _) in indexes.items()}
+        keys = list(dict.fromkeys(key for index_keys in listed.values() for key in index_keys))
+        values: dict[str, bytes] = {}
+        for name, record_keys in self._by_server(self._record_key(key) for key in keys).items():
+            values.update(self._servers[name].call("get_many", record_keys))
+        found = []
+        for key in keys:
+            raw = values.get(self._record_key(key))
+            if raw is None:
+                continue
+            try:
+                record = _decode(raw)
+            except msgspec.DecodeError:
+                continue
+            # A record naming another user is left in the index: it may be
+            # a change in flight that is about to name this user (see apply).
+            if record.user == user:
+                found.append((key, record))
+        for index, index_keys in listed.items():
+            kept = [key for key in index_keys if self._record_key(key) in values]
+            compact = b"".join(b"+" + key.encode() + b"\n" for key in kept)
+            value, cas = indexes[index]
+            if compact != value:
+                period = int(index.rsplit(":", 1)[1])
+                expire = _exptime((period + 2) * self.index_lifetime) if kept else _GONE
+                self._server(index).call("cas", index, compact, cas, expire=expire, noreply=False)
+        return found
 
     # The Store protocol ------------------------------------------------------------
 
@@ -377,7 +456,7 @@ class MemcachedStore:
         # about to be written. If this fails the request is a 503 and the
         # browser never learns the session id.
         if record.user is not None:
-            self._index_edit(record.user, add=key)
+            self._index_add(record.user, key, record.created_at)
 
     def _update(self, key: str, edit: t.Callable[[Record], Record]) -> tuple[Record, Record] | None:
         """Compare-and-set ``edit(record)`` in place; the old and new record, or None when gone."""
@@ -400,16 +479,25 @@ class MemcachedStore:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def apply(self, key: str, change: Change) -> int | None:
-        if change.user_changed and change.user is not None:
-            # Before the record: a listing prunes keys whose record is gone,
-            # never keys whose record names another user, so this entry is safe.
-            self._index_edit(change.user, add=key)
-        result = self._update(key, lambda record: merge(record, change))
+        indexed = change.user is None or not change.user_changed
+
+        def edit(record: Record) -> Record:
+            nonlocal indexed
+            if not indexed:
+                # Before the record is written: a listing prunes keys whose
+                # record is gone, never keys whose record names another user,
+                # so this entry is safe. The index is the one of the period the
+                # session was created in, hence here, once the record is read.
+                self._index_add(t.cast(str, change.user), key, record.created_at)
+                indexed = True
+            return merge(record, change)
+
+        result = self._update(key, edit)
         if result is None:
             return None
         old, new = result
         if old.user is not None and (old.user != new.user or not new.data):
-            self._index_edit(old.user, remove=[key])
+            self._index_remove(old.user, key, old.created_at)
         return len(new.data)
 
     def touch(self, key: str, last_seen: float, expires_at: float) -> bool:
@@ -438,9 +526,9 @@ class MemcachedStore:
             if value is None or not server.call("delete", full, noreply=False):
                 return False
         with contextlib.suppress(msgspec.DecodeError):
-            user = _decode(value).user
-            if user is not None:
-                self._index_edit(user, remove=[key])
+            record = _decode(value)
+            if record.user is not None:
+                self._index_remove(record.user, key, record.created_at)
         return True
 
     def sessions(self, now: float, user: str | None = None) -> list[tuple[str, Record]]:
@@ -449,38 +537,14 @@ class MemcachedStore:
                 "memcached cannot list its keys, so the memcached store cannot list every session;"
                 " list one user's sessions with sessions_of(user)"
             )
-        full = self._index_key(user)
-        value = self._server(full).call("get", full)
-        if value is None:
-            return []
-        try:
-            keys = _decode_index(value)
-        except msgspec.DecodeError:
-            return []
-        by_server: dict[str, list[str]] = {}
-        for key in keys:
-            record_key = self._record_key(key)
-            by_server.setdefault(self._server(record_key).name, []).append(record_key)
-        values: dict[str, bytes] = {}
-        for name, record_keys in by_server.items():
-            values.update(self._servers[name].call("get_many", record_keys))
-        found, gone = [], []
-        for key in keys:
-            raw = values.get(self._record_key(key))
-            if raw is None:
-                gone.append(key)
-                continue
-            try:
-                record = _decode(raw)
-            except msgspec.DecodeError:
-                continue
-            # A record naming another user is left in the index: it may be
-            # a change in flight that is about to name this user (see apply).
-            if record.user == user and record.expires_at > now:
-                found.append((key, msgspec.structs.replace(record, data={})))
-        if gone:
-            self._index_edit(user, remove=gone)
-        return found
+        # Every live session was created less than index_lifetime ago: in
+        # this period or the one before.
+        current = int(now // self.index_lifetime)
+        return [
+            (key, msgspec.structs.replace(record, data={}))
+            for key, record in self._prune(user, (current - 1, current), now)
+            if record.expires_at > now
+        ]
 
     def cleanup(self, now: float) -> int:
         return 0  # memcached drops expired records by itself
