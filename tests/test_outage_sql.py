@@ -115,6 +115,12 @@ class Relay:
                 data = source.recv(65536)
                 if not data:
                     break
+                # A chunk that arrived as the relay stalled is held too: else
+                # one exchange already in flight would still get through.
+                while not self._flowing.wait(0.05) and not self._stopped.is_set():
+                    pass
+                if self._stopped.is_set():
+                    break
                 target.sendall(data)
         except (OSError, ValueError):
             pass

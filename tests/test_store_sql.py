@@ -7,6 +7,7 @@ with no sessions and never touches another test's rows.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -103,6 +104,12 @@ def backend(request: pytest.FixtureRequest) -> Backend:
     return t.cast(Backend, request.getfixturevalue(request.param))
 
 
+@pytest.fixture(params=["postgresql", "mariadb"])
+def server(request: pytest.FixtureRequest) -> Backend:
+    """A database server reached through ``SESSION_URL``: an engine the store makes itself."""
+    return t.cast(Backend, request.getfixturevalue(request.param))
+
+
 def _prefix() -> str:
     return f"t{uuid.uuid4().hex[:12]}:"
 
@@ -156,7 +163,7 @@ class AppOnBackend(AppContract):
         return {"SESSION_TYPE": "sqlalchemy", "SESSION_SQLALCHEMY_TABLE": TABLE, **backend.config}
 
     def test_statements_per_request(self, app: Flask) -> None:
-        """A read-only request is one SELECT; a one-key change adds one transaction: lock, write, commit."""
+        """A read-only request is one SELECT; a one-key change adds one statement, committed: UPDATE."""
         client = app.test_client()
         client.get("/set/a/1")
         engine = t.cast(SQLStore, app.extensions["satchel"].store).engine
@@ -188,10 +195,7 @@ class AppOnBackend(AppContract):
         finally:
             for name, fn in listeners:
                 sa.event.remove(engine, name, fn)
-        if engine.dialect.name == "sqlite":
-            assert transactions == [["SELECT"], ["UPDATE", "SELECT", "UPDATE"]]
-        else:
-            assert transactions == [["SELECT"], ["SELECT FOR UPDATE", "UPDATE"]]
+        assert transactions == [["SELECT"], ["UPDATE"]]
         assert commits == [True]
         assert client.get("/get/a").text == "'2'"
 
@@ -291,6 +295,177 @@ def test_cleanup_deletes_in_bounded_batches(backend: Backend) -> None:
         assert store.load("live") is not None
     finally:
         store.delete("live")
+        store.close()
+
+
+@contextlib.contextmanager
+def _statements(engine: sa.Engine) -> t.Iterator[list[str]]:
+    """Collect the first word of every statement ``engine`` runs, with FOR UPDATE marked."""
+    seen: list[str] = []
+
+    def on_statement(conn: t.Any, cursor: t.Any, statement: str, *args: t.Any) -> None:
+        seen.append(statement.split()[0] + (" FOR UPDATE" if "FOR UPDATE" in statement else ""))
+
+    sa.event.listen(engine, "before_cursor_execute", on_statement)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", on_statement)
+
+
+def test_change_after_another_write_merges_onto_it(backend: Backend) -> None:
+    """When the loaded bytes were overwritten meanwhile, the change is merged onto the new row under a lock."""
+    now = time.time()
+    prefix = _prefix()
+    one, two = backend.store(prefix), backend.store(prefix)
+    try:
+        one.create("k", _record(now, user="u"))
+        assert one.load("k") is not None
+        assert two.apply("k", Change(set={"b": b"\x02"}, last_seen=now, expires_at=now + HOUR)) == 2
+        with _statements(one.engine) as statements:
+            assert one.apply("k", Change(set={"c": b"\x03"}, last_seen=now, expires_at=now + HOUR)) == 3
+        assert statements[0] == "UPDATE"  # the compare-and-set, which matched nothing
+        assert ("SELECT" if backend.name == "SQLite" else "SELECT FOR UPDATE") in statements[1:]
+        record = one.load("k")
+        assert record is not None
+        assert (record.data, record.user) == ({"a": b"\x01", "b": b"\x02", "c": b"\x03"}, "u")
+    finally:
+        one.delete("k")
+        one.close()
+        two.close()
+
+
+def test_change_after_delete_stays_deleted(backend: Backend) -> None:
+    """A change merged onto bytes loaded before the record was deleted writes nothing and returns None."""
+    now = time.time()
+    store = backend.store(_prefix())
+    try:
+        store.create("k", _record(now))
+        assert store.load("k") is not None
+        assert store.delete("k")
+        assert store.apply("k", Change(set={"b": b"\x02"}, last_seen=now, expires_at=now + HOUR)) is None
+        assert store.load("k") is None
+    finally:
+        store.close()
+
+
+def test_compare_and_set_keeps_user_and_client_unless_changed(backend: Backend) -> None:
+    """The one-statement change leaves user and client alone unless it sets them, and sets them when it does."""
+    now = time.time()
+    store = backend.store(_prefix())
+    client = {"ip": "127.0.0.1"}
+    try:
+        store.create("k", Record(data={"a": b"\x01"}, created_at=now, last_seen=now, expires_at=now + HOUR, user="u"))
+        store.create("other", _record(now))
+        assert store.load("other") is not None
+        # Another request sets the client details: this one's loaded bytes stay the same.
+        assert store.apply("k", Change(last_seen=now, expires_at=now + HOUR, user="u", client=client)) == 1
+        assert store.load("k") is not None
+        changes = [
+            Change(set={"b": b"\x02"}, last_seen=now, expires_at=now + HOUR),
+            Change(removed=["a"], last_seen=now, expires_at=now + HOUR, user_changed=True, client={"ip": "::1"}),
+            Change(removed=["b"], last_seen=now, expires_at=now + HOUR),
+        ]
+        with _statements(store.engine) as statements:
+            assert store.apply("k", changes[0]) == 2
+            record = store.load("k")
+            assert record is not None
+            assert (record.user, record.client) == ("u", client)
+            assert store.apply("k", changes[1]) == 1
+            record = store.load("k")
+            assert record is not None
+            assert (record.data, record.user, record.client) == ({"b": b"\x02"}, None, {"ip": "::1"})
+            assert store.apply("k", changes[2]) == 0
+        assert statements == ["UPDATE", "SELECT", "UPDATE", "SELECT", "DELETE"]
+        assert store.load("k") is None
+    finally:
+        store.delete("k")
+        store.delete("other")
+        store.close()
+
+
+def test_url_engine_runs_in_autocommit(server: Backend) -> None:
+    """An engine made from SESSION_URL commits each statement by itself: no BEGIN or ROLLBACK around reads."""
+    store = server.store(_prefix())
+    try:
+        with store.engine.connect() as conn:
+            dbapi_connection = conn.connection.dbapi_connection
+            assert dbapi_connection is not None
+            assert store.engine.dialect.detect_autocommit_setting(dbapi_connection)
+    finally:
+        store.close()
+
+
+def test_url_options_keep_the_statement_timeout(postgresql: Backend) -> None:
+    """Server settings in a PostgreSQL URL's options apply, and the store's statement_timeout is kept."""
+    url = f"{POSTGRESQL_URL}?options=-c%20synchronous_commit%3Doff"
+    store = postgresql.store(_prefix(), SESSION_URL=url, SESSION_STORE_TIMEOUT=1.5)
+    try:
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW synchronous_commit").scalar_one() == "off"
+            assert conn.exec_driver_sql("SHOW statement_timeout").scalar_one() == "1500ms"
+    finally:
+        store.close()
+
+
+_SERVER_SQL = {
+    # (this connection's id, end that connection, is it still there)
+    "postgresql": (
+        "SELECT pg_backend_pid()",
+        "SELECT pg_terminate_backend({})",
+        "SELECT count(*) FROM pg_stat_activity WHERE pid = {}",
+    ),
+    "mysql": (
+        "SELECT CONNECTION_ID()",
+        "KILL {}",
+        "SELECT count(*) FROM information_schema.PROCESSLIST WHERE ID = {}",
+    ),
+}
+
+
+@pytest.mark.parametrize("operation", ["load", "apply", "create", "touch", "count"])
+def test_connection_killed_by_the_server_is_replaced(server: Backend, operation: str) -> None:
+    """A pooled connection the server ended (restart, pg_terminate_backend, KILL) fails once, unseen by the caller."""
+    now = time.time()
+    store = server.store(_prefix())
+    own_id, kill, alive = _SERVER_SQL[store.engine.dialect.name]
+    disconnects: list[bool] = []
+
+    def on_error(context: sa.engine.ExceptionContext) -> None:
+        disconnects.append(context.is_disconnect)
+
+    try:
+        store.create("k", _record(now))
+        assert store.load("k") is not None  # the bytes a change compares against, as in a request
+        with store.engine.connect() as conn:
+            victim = int(conn.exec_driver_sql(own_id).scalar_one())
+        assert store.engine.pool.checkedin() == 1  # the one connection every call below takes first
+        with server.engine.connect() as admin:
+            admin.exec_driver_sql(kill.format(victim))
+            deadline = time.monotonic() + 5
+            while admin.exec_driver_sql(alive.format(victim)).scalar_one() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            admin.commit()
+        sa.event.listen(store.engine, "handle_error", on_error)
+        if operation == "load":
+            record = store.load("k")
+            assert record is not None
+            assert record.data == {"a": b"\x01"}
+        elif operation == "apply":
+            assert store.apply("k", Change(set={"b": b"\x02"}, last_seen=now, expires_at=now + HOUR)) == 2
+        elif operation == "create":
+            store.create("k2", _record(now))
+            assert store.load("k2") is not None
+        elif operation == "touch":
+            assert store.touch("k", now, now + 2 * HOUR)
+        else:
+            assert store.count(now) == 1
+        assert disconnects == [True]
+    finally:
+        if sa.event.contains(store.engine, "handle_error", on_error):
+            sa.event.remove(store.engine, "handle_error", on_error)
+        store.delete("k")
+        store.delete("k2")
         store.close()
 
 
@@ -461,7 +636,8 @@ def test_url_picks_installed_driver(url: str, dialect: str, driver: str) -> None
     store = SQLStore.from_settings(_settings(SESSION_URL=url))
     try:
         assert (store.engine.dialect.name, store.engine.dialect.driver) == (dialect, driver)
-        assert store.engine.pool._pre_ping
+        assert not store.engine.pool._pre_ping  # a dead pooled connection is retried instead
+        assert store.engine.dialect.skip_autocommit_rollback
     finally:
         store.close()
 

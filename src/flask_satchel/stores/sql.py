@@ -3,9 +3,22 @@
 The store uses only its own connections and transactions from the engine's
 pool, never an application's ORM session, so it can neither commit nor roll
 back the application's work. A read is one primary-key ``SELECT``. A change
-is one short transaction that locks the row (``SELECT … FOR UPDATE``; on
-SQLite an ``UPDATE`` first, which takes the database's write lock), merges
-the delta in Python and writes the row back, or deletes it when empty.
+is first tried as one compare-and-set statement: the delta is merged in
+Python onto the data this thread just loaded, and the ``UPDATE`` (or
+``DELETE`` when empty) only matches while the row still holds exactly those
+bytes. A merge is a pure function of the data it starts from, so when the
+bytes match, nothing another request did can be lost, whatever happened in
+between. When they do not (another request wrote first, or nothing was
+loaded), the change is one short transaction that locks the row
+(``SELECT … FOR UPDATE``; on SQLite an ``UPDATE`` first, which takes the
+database's write lock), merges onto what is there and writes it back.
+
+Engines made from ``SESSION_URL`` run in autocommit mode: a single statement
+is its own transaction, so a read costs no ``BEGIN`` before it and no
+``ROLLBACK`` after it, and the locked path opens its transaction explicitly.
+They do not ping on every checkout either: a pooled connection the server
+has dropped fails at once, and the statement is retried once on a fresh one
+(see ``_run``).
 
 Several apps can share one table: each row carries the app's
 ``SESSION_KEY_PREFIX`` in a ``prefix`` column, part of the primary key, and
@@ -25,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 import time
 import typing as t
 
@@ -43,8 +57,18 @@ if t.TYPE_CHECKING:
 
 __all__ = ["SQLStore"]
 
+_T = t.TypeVar("_T")
+
 #: Rows deleted per transaction by ``cleanup``: short transactions keep locks brief.
 CLEANUP_BATCH = 5000
+
+#: A statement that failed because its pooled connection was dead is retried
+#: once on a fresh connection, but only if it failed within this many
+#: seconds. A connection the server closed (a restart, ``pg_terminate_backend``,
+#: ``KILL``, an idle timeout) fails as soon as it is used; a slow failure means
+#: the server or the network is in trouble now, and a retry would only make
+#: the request wait a second ``SESSION_STORE_TIMEOUT``.
+RETRY_WITHIN = 0.25
 
 #: Bare URL schemes mapped to the drivers Flask-Satchel's extras install.
 _DRIVERS = {
@@ -163,7 +187,20 @@ def _make_engine(url: SplitResult, timeout: float) -> sa.Engine:
     if backend == "postgresql" and driver == "psycopg":
         # libpq counts whole seconds, at least 2.
         connect_args["connect_timeout"] = max(2, math.ceil(timeout))
-        connect_args["options"] = f"-c statement_timeout={math.ceil(timeout * 1000)}"
+        # Server settings in the URL's ``options`` are kept, after this one:
+        # PostgreSQL applies them in order, so the URL still wins for what
+        # it names (``?options=-c synchronous_commit=off``, say) without
+        # losing the timeout.
+        url_options = query.get("options", ())
+        connect_args["options"] = " ".join(
+            [f"-c statement_timeout={math.ceil(timeout * 1000)}"]
+            + ([url_options] if isinstance(url_options, str) else list(url_options))
+        )
+        # Prepare each statement on its first run rather than its fifth:
+        # preparing costs psycopg one extra round trip either way, once per
+        # statement and pooled connection, and from then on the server skips
+        # parsing and planning. The store runs a dozen statements, all hot.
+        connect_args["prepare_threshold"] = 0
         connection_class = _bounded_psycopg_connection()
     elif backend in ("mysql", "mariadb") and driver == "pymysql":
         connect_args.update(connect_timeout=timeout, read_timeout=timeout, write_timeout=timeout)
@@ -174,12 +211,20 @@ def _make_engine(url: SplitResult, timeout: float) -> sa.Engine:
             " or hand an Engine to SESSION_SQLALCHEMY",
         )
     for name in list(connect_args):
-        if name in query:  # what the URL says explicitly wins
+        if name in query and name != "options":  # what the URL says explicitly wins
             del connect_args[name]
     try:
+        # Autocommit: every statement of the store but the locked change is a
+        # transaction of its own, so BEGIN and COMMIT/ROLLBACK would be round
+        # trips that buy nothing. Set once per connection at connect time, never
+        # switched per checkout: PyMySQL switches with a query, which fails on
+        # a broken connection while it is being returned to the pool. No
+        # pre-ping: it costs a round trip on every checkout; ``_run`` retries
+        # on a dead connection instead.
         engine = sa.create_engine(
             sa_url,
-            pool_pre_ping=True,
+            isolation_level="AUTOCOMMIT",
+            skip_autocommit_rollback=True,
             pool_timeout=timeout,
             connect_args=connect_args,
         )
@@ -238,6 +283,31 @@ def _deadlock(error: BaseException | None) -> bool:
     return bool(args) and args[0] == 1213  # MySQL/MariaDB: ER_LOCK_DEADLOCK
 
 
+def _merged(data: dict[str, bytes], change: Change) -> dict[str, bytes]:
+    """``data`` with the keys ``change`` removed and set (``data`` is changed in place)."""
+    for name in change.removed:
+        data.pop(name, None)
+    data.update(change.set)
+    return data
+
+
+def _statement(statement: sa.Executable, params: dict[str, t.Any]) -> t.Callable[[sa.Connection], int]:
+    """Work for ``SQLStore._run``: run one writing statement and commit; its row count.
+
+    On an autocommit connection the statement has committed itself and
+    ``commit()`` only ends SQLAlchemy's bookkeeping (psycopg sends nothing
+    when no transaction is open); otherwise it commits the transaction the
+    driver began.
+    """
+
+    def work(conn: sa.Connection) -> int:
+        rowcount = t.cast("sa.CursorResult[t.Any]", conn.execute(statement, params)).rowcount
+        conn.commit()
+        return rowcount
+
+    return work
+
+
 class SQLStore:
     """Sessions in one table of an SQL database, through an SQLAlchemy engine."""
 
@@ -266,6 +336,10 @@ class SQLStore:
         # SQLite has no row locks and no FOR UPDATE: taking its write lock
         # with an UPDATE before reading makes the read-merge-write atomic.
         self._lock_by_update = engine.dialect.name == "sqlite"
+        # Per thread, the key and raw data of the last record loaded: the
+        # request that loaded it applies its change against exactly those
+        # bytes (compare-and-set) without reading the row again.
+        self._seen = threading.local()
         self._build_statements()
 
     @classmethod
@@ -307,6 +381,30 @@ class SQLStore:
         meta = (c.created_at, c.last_seen, c.expires_at, c.permanent, c.user, c.client)
         self._load = sa.select(c.data, *meta).where(pk)
         self._insert = sa.insert(self.table)
+        # After a dead connection the first INSERT may have landed: keys are
+        # fresh 256-bit hashes, so a row already there can only be that one.
+        self._insert_again = _insert_if_absent(self.table, self.engine.dialect.name)
+        # Compare-and-set: the row is written only while it holds the bytes
+        # the change was merged onto. The user and client columns are left
+        # out unless the change sets them, so values another request wrote
+        # there are kept; hence one statement per combination.
+        unchanged = sa.and_(pk, c.data == sa.bindparam("b_seen"))
+        self._delete_if_unchanged = sa.delete(self.table).where(unchanged)
+        self._update_if_unchanged: dict[tuple[bool, bool], sa.Update] = {}
+        for sets_user in (False, True):
+            for sets_client in (False, True):
+                values: dict[str, t.Any] = {
+                    "data": sa.bindparam("b_data"),
+                    "last_seen": sa.bindparam("b_last_seen"),
+                    "expires_at": sa.bindparam("b_expires_at"),
+                    "permanent": sa.bindparam("b_permanent"),
+                }
+                if sets_user:
+                    values["user"] = sa.bindparam("b_user")
+                if sets_client:
+                    values["client"] = sa.bindparam("b_client")
+                statement = sa.update(self.table).where(unchanged).values(values)
+                self._update_if_unchanged[sets_user, sets_client] = statement
         self._lock = sa.select(c.data, c.user, c.client).where(pk)
         if not self._lock_by_update:
             self._lock = self._lock.with_for_update()
@@ -340,9 +438,20 @@ class SQLStore:
                 .where(expired)
                 .with_dialect_options(mysql_limit=CLEANUP_BATCH, mariadb_limit=CLEANUP_BATCH)
             )
+        elif self.engine.dialect.name == "postgresql":
+            # The batch's row addresses are gathered once (an InitPlan) and
+            # deleted by address (a TID scan): linear whatever the statistics.
+            # As ``key IN (subquery)`` PostgreSQL may plan a nested-loop
+            # semi-join, quadratic in the batch: seconds for 5,000 rows of a
+            # table not yet analysed. A row refreshed meanwhile has a new
+            # address, and is tested against ``expired`` again anyway.
+            ctid: sa.ColumnClause[t.Any] = sa.literal_column("ctid")
+            batch = sa.select(ctid).select_from(self.table).where(expired).limit(CLEANUP_BATCH).scalar_subquery()
+            still_expired = c.expires_at <= sa.bindparam("b_now")  # no prefix: keeps the planner on the TID scan
+            self._cleanup = sa.delete(self.table).where(ctid == sa.any_(sa.func.array(batch)), still_expired)
         else:
             batch = sa.select(c.key).where(expired).limit(CLEANUP_BATCH).scalar_subquery()
-            self._cleanup = sa.delete(self.table).where(c.prefix == self.prefix, c.key.in_(batch))
+            self._cleanup = sa.delete(self.table).where(expired, c.key.in_(batch))
         if self.lock_table is not None:
             lc = self.lock_table.c
             held = sa.and_(lc.prefix == self.prefix, lc.key == sa.bindparam("b_key"))
@@ -379,18 +488,89 @@ class SQLStore:
             if isinstance(e, (sa_exc.OperationalError, sa_exc.InterfaceError)) or e.connection_invalidated:
                 raise StoreUnavailable(f"SQL session store: {e.orig}") from e
             raise
-        except (sa_exc.TimeoutError, sa_exc.DisconnectionError) as e:  # pool exhausted, ping failed
+        except (sa_exc.TimeoutError, sa_exc.DisconnectionError) as e:  # pool exhausted, connect failed
+            raise StoreUnavailable(f"SQL session store: {e}") from e
+        except self._driver_errors as e:
+            # SQLAlchemy wraps what statements raise, but not what the driver
+            # raises while the pool resets or closes a connection (a rollback
+            # or an isolation reset on a connection that just broke): those
+            # are about the connection, never about the store's own SQL.
             raise StoreUnavailable(f"SQL session store: {e}") from e
 
-    @contextlib.contextmanager
-    def _read(self) -> t.Iterator[sa.Connection]:
-        with self._errors(), self.engine.connect() as conn:
-            yield conn
+    @property
+    def _driver_errors(self) -> type[BaseException] | tuple[()]:
+        """The DB-API driver's base exception class (a pool may raise it unwrapped)."""
+        dbapi = self.engine.dialect.dbapi  # None only for a dialect without a driver (a mock engine)
+        error = getattr(dbapi, "Error", None)
+        return error if isinstance(error, type) and issubclass(error, BaseException) else ()
+
+    def _run(
+        self,
+        work: t.Callable[[sa.Connection], _T],
+        *,
+        retry: bool = True,
+        again: t.Callable[[sa.Connection], _T] | None = None,
+    ) -> _T:
+        """Run ``work`` on a pooled connection; after a dead one, once more on a fresh one.
+
+        Pinging every connection on checkout costs a round trip per request
+        to guard against something rare. Instead, the first statement on a
+        connection the server has dropped fails at once; SQLAlchemy then
+        invalidates it and every pooled connection older than it, and the
+        work gets one more try on a new connection: ``again`` if given
+        (work that must change to be run twice), else ``work`` itself
+        unless ``retry`` is False (work that must not run twice). Only
+        quick failures are retried (``RETRY_WITHIN``), so a hung server
+        still costs one timeout, not two.
+        """
+        with self._errors():
+            started = time.monotonic()
+            try:
+                with self.engine.connect() as conn:
+                    return work(conn)
+            except sa_exc.DBAPIError as e:
+                if not retry or not e.connection_invalidated or time.monotonic() - started > RETRY_WITHIN:
+                    raise
+            with self.engine.connect() as conn:
+                return (work if again is None else again)(conn)
+
+    def _autocommit(self, conn: sa.Connection) -> bool:
+        """Whether the driver commits each statement by itself on ``conn`` (no transaction unless asked)."""
+        dbapi_connection = conn.connection.dbapi_connection
+        if dbapi_connection is None:  # invalidated: nothing will run on it
+            return False
+        try:
+            return bool(self.engine.dialect.detect_autocommit_setting(dbapi_connection))
+        except NotImplementedError:  # a dialect that cannot tell: SQLAlchemy's default, transactional
+            return False
 
     @contextlib.contextmanager
-    def _write(self) -> t.Iterator[sa.Connection]:
-        with self._errors(), self.engine.begin() as conn:
-            yield conn
+    def _transaction(self, conn: sa.Connection) -> t.Iterator[None]:
+        """A real transaction on ``conn``, committed at the end, rolled back on any error.
+
+        On an autocommit connection SQLAlchemy's ``begin()`` only marks a
+        transaction, and the database would see each statement on its own:
+        the row lock of ``SELECT … FOR UPDATE`` would be gone before the
+        ``UPDATE``. So it is opened and closed with explicit SQL. Nothing
+        else rolls it back (the pool skips the rollback of autocommit
+        connections), so a connection whose ROLLBACK fails is invalidated
+        rather than returned to the pool inside a transaction.
+        """
+        if not self._autocommit(conn):
+            with conn.begin():
+                yield
+            return
+        conn.exec_driver_sql("BEGIN")
+        try:
+            yield
+            conn.exec_driver_sql("COMMIT")
+        except BaseException:
+            try:
+                conn.exec_driver_sql("ROLLBACK")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    conn.invalidate()
+            raise
 
     def create_table(self) -> None:
         """Create the table and its indexes if they do not exist; safe to run at every start."""
@@ -406,31 +586,76 @@ class SQLStore:
     # The Store protocol ---------------------------------------------------------
 
     def load(self, key: str) -> Record | None:
-        with self._read() as conn:
-            row = conn.execute(self._load, {"b_key": key}).first()
+        row = self._run(lambda conn: conn.execute(self._load, {"b_key": key}).first())
         if row is None:
+            self._seen.last = None
             return None
+        self._seen.last = (key, row[0])
         return record_from_row(row)
 
     def create(self, key: str, record: Record) -> None:
-        with self._write() as conn:
-            conn.execute(
-                self._insert,
-                {
-                    "prefix": self.prefix,
-                    "key": key,
-                    "data": serialization.pack(record.data),
-                    "created_at": record.created_at,
-                    "last_seen": record.last_seen,
-                    "expires_at": record.expires_at,
-                    "permanent": record.permanent,
-                    "user": record.user,
-                    "client": None if record.client is None else serialization.pack(record.client),
-                },
-            )
+        params = {
+            "prefix": self.prefix,
+            "key": key,
+            "data": serialization.pack(record.data),
+            "created_at": record.created_at,
+            "last_seen": record.last_seen,
+            "expires_at": record.expires_at,
+            "permanent": record.permanent,
+            "user": record.user,
+            "client": None if record.client is None else serialization.pack(record.client),
+        }
+        self._run(_statement(self._insert, params), again=_statement(self._insert_again, params))
 
     def apply(self, key: str, change: Change) -> int | None:
-        with self._write() as conn:
+        seen, self._seen.last = getattr(self._seen, "last", None), None
+        expected: bytes | None = seen[1] if seen is not None and seen[0] == key else None
+
+        def work(conn: sa.Connection) -> int | None:
+            if expected is not None:
+                done = self._apply_if_unchanged(conn, key, change, expected)
+                if done is not None:
+                    return done
+            return self._apply_locked(conn, key, change)
+
+        # Idempotent: after a dead connection, the first attempt may have
+        # written; then the retry's compare fails and the locked path sets
+        # the same keys to the same values again.
+        return self._run(work)
+
+    def _apply_if_unchanged(self, conn: sa.Connection, key: str, change: Change, expected: bytes) -> int | None:
+        """One statement: ``change`` merged onto ``expected``, written only if the row still holds it.
+
+        Returns the number of keys written, or None when the row holds
+        something else or is gone (the caller then takes the locked path,
+        which tells the two apart).
+        """
+        data = _merged(serialization.unpack_map(expected), change)
+        if not data:
+            result = conn.execute(self._delete_if_unchanged, {"b_key": key, "b_seen": expected})
+        else:
+            params: dict[str, t.Any] = {
+                "b_key": key,
+                "b_seen": expected,
+                "b_data": serialization.pack(data),
+                "b_last_seen": change.last_seen,
+                "b_expires_at": change.expires_at,
+                "b_permanent": change.permanent,
+            }
+            if change.user_changed:
+                params["b_user"] = change.user
+            if change.client is not None:
+                params["b_client"] = serialization.pack(change.client)
+            statement = self._update_if_unchanged[change.user_changed, change.client is not None]
+            result = conn.execute(statement, params)
+        # Ends the statement's transaction: free on an autocommit connection
+        # with psycopg, the COMMIT of the transaction the driver began otherwise.
+        conn.commit()
+        return len(data) if result.rowcount == 1 else None
+
+    def _apply_locked(self, conn: sa.Connection, key: str, change: Change) -> int | None:
+        """Lock the row, merge ``change`` onto what it holds now, write it back; None when it is gone."""
+        with self._transaction(conn):
             if self._lock_by_update:
                 taken = conn.execute(self._take_lock, {"b_key": key, "b_last_seen": change.last_seen})
                 if taken.rowcount == 0:
@@ -439,10 +664,7 @@ class SQLStore:
             if row is None:
                 return None
             raw, user, client = row
-            data = serialization.unpack_map(raw)
-            for name in change.removed:
-                data.pop(name, None)
-            data.update(change.set)
+            data = _merged(serialization.unpack_map(raw), change)
             if not data:
                 conn.execute(self._delete, {"b_key": key})
                 return 0
@@ -461,21 +683,16 @@ class SQLStore:
             return len(data)
 
     def touch(self, key: str, last_seen: float, expires_at: float) -> bool:
-        with self._write() as conn:
-            result = conn.execute(self._touch, {"b_key": key, "b_last_seen": last_seen, "b_expires_at": expires_at})
-        return result.rowcount > 0
+        params = {"b_key": key, "b_last_seen": last_seen, "b_expires_at": expires_at}
+        return self._run(_statement(self._touch, params)) > 0
 
     def delete(self, key: str) -> bool:
-        with self._write() as conn:
-            result = conn.execute(self._delete, {"b_key": key})
-        return result.rowcount > 0
+        return self._run(_statement(self._delete, {"b_key": key})) > 0
 
     def sessions(self, now: float, user: str | None = None) -> list[tuple[str, Record]]:
-        with self._read() as conn:
-            if user is None:
-                rows = conn.execute(self._list, {"b_now": now}).all()
-            else:
-                rows = conn.execute(self._list_user, {"b_now": now, "b_user": user}).all()
+        statement = self._list if user is None else self._list_user
+        params = {"b_now": now, "b_user": user}  # b_user is ignored by the statement for everyone
+        rows = self._run(lambda conn: conn.execute(statement, params).all())
         return [
             (key, record_from_row((None, *rest)))
             for key, *rest in rows
@@ -486,15 +703,13 @@ class SQLStore:
     def cleanup(self, now: float) -> int:
         total = 0
         while True:
-            with self._write() as conn:
-                deleted = conn.execute(self._cleanup, {"b_now": now}).rowcount
+            deleted = self._run(_statement(self._cleanup, {"b_now": now}))
             total += deleted
             if deleted < CLEANUP_BATCH:
                 break
         if self.lock_table is not None:
             # Leases run on the real clock, whatever ``now`` the caller passes.
-            with self._write() as conn:
-                conn.execute(self._lock_cleanup, {"b_now": time.time()})
+            self._run(_statement(self._lock_cleanup, {"b_now": time.time()}))
         return total
 
     def lock(self, key: str, token: str, lease: float) -> bool:
@@ -503,22 +718,26 @@ class SQLStore:
         Each step is its own short transaction, and a deadlock (two
         contenders inserting the same new row on MySQL/MariaDB) means "not
         this time": the caller polls again. Leases run on this host's clock,
-        as ``expires_at`` does.
+        as ``expires_at`` does. Neither step is retried after a dead
+        connection: had the first attempt taken the lock, the retry would
+        find it held and the request would wait for its own lease to lapse.
         """
         if self.lock_table is None:
             raise SatchelError("this SQLStore was made without locking=True (SESSION_LOCKING)")
         now = time.time()
         try:
-            with self._write() as conn:
-                taken = conn.execute(
-                    self._lock_steal, {"b_key": key, "b_now": now, "b_token": token, "b_until": now + lease}
-                )
-                if taken.rowcount == 1:
-                    return True
-            with self._write() as conn:
+            steal = {"b_key": key, "b_now": now, "b_token": token, "b_until": now + lease}
+            if self._run(_statement(self._lock_steal, steal), retry=False) == 1:
+                return True
+
+            def insert(conn: sa.Connection) -> bool:
                 params = {"prefix": self.prefix, "key": key, "token": token, "until": now + lease}
                 result = conn.execute(self._lock_insert, params)
-                return (result.first() is not None) if result.returns_rows else (result.rowcount == 1)
+                inserted = (result.first() is not None) if result.returns_rows else (result.rowcount == 1)
+                conn.commit()
+                return inserted
+
+            return self._run(insert, retry=False)
         except StoreUnavailable as e:
             if _deadlock(e.__cause__):
                 return False
@@ -528,12 +747,11 @@ class SQLStore:
         """Release ``token``'s lock; False when its lease had run out (or another request took it)."""
         if self.lock_table is None:
             raise SatchelError("this SQLStore was made without locking=True (SESSION_LOCKING)")
-        with self._write() as conn:
-            return conn.execute(self._unlock, {"b_key": key, "b_token": token, "b_now": time.time()}).rowcount == 1
+        params = {"b_key": key, "b_token": token, "b_now": time.time()}
+        return self._run(_statement(self._unlock, params), retry=False) == 1
 
     def count(self, now: float) -> int:
-        with self._read() as conn:
-            return int(conn.execute(self._count, {"b_now": now}).scalar_one())
+        return int(self._run(lambda conn: conn.execute(self._count, {"b_now": now}).scalar_one()))
 
     def close(self) -> None:
         """Close the pool's connections if the store made the engine; an app's own engine is left alone."""
