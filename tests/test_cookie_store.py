@@ -5,14 +5,18 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import logging
+import os
 import typing as t
+import zlib
 
+import msgspec
 import pytest
 from flask import Flask, session
 from flask.sessions import SecureCookieSessionInterface
 
 from flask_satchel import NotSupported
 from flask_satchel.errors import SessionTooLarge
+from flask_satchel.stores.cookie import Sealed, Sealer
 from flask_satchel.testing import SessionContract
 from flask_satchel.testing import make_app as contract_app
 
@@ -118,6 +122,32 @@ def test_large_sessions_are_compressed(tmp_path: t.Any) -> None:
     client.get("/set/blob/" + "x" * 3000)
     assert len(cookie_of(client)) < 500
     assert client.get("/get/blob").text == repr("x" * 3000)
+
+
+def test_small_sessions_are_not_compressed_and_old_zlib_cookies_open() -> None:
+    """Under 1 KB the payload is sealed as is; a cookie deflated by an earlier version still opens."""
+    sealer = Sealer()
+    sealed = Sealed(
+        handle="h" * 32,
+        issued_at=1.0,
+        created_at=1.0,
+        last_seen=1.0,
+        expires_at=2.0,
+        permanent=False,
+        user=None,
+        data={"k": b"\xa1x" * 10},
+    )
+    token = base64.urlsafe_b64decode(_pad(sealer.seal(sealed, "session", "s3cret")))
+    plain = msgspec.msgpack.encode(sealed)
+    assert len(token) == 1 + 12 + 1 + len(plain) + 16  # version, nonce, kind byte, payload, GCM tag
+    nonce = os.urandom(12)
+    body = b"\x01" + zlib.compress(plain)
+    old = b"\x01" + nonce + sealer._cipher("s3cret").encrypt(nonce, body, b"session")
+    assert sealer.open(base64.urlsafe_b64encode(old).decode(), "session", ["s3cret"]) == sealed
+
+
+def _pad(value: str) -> str:
+    return value + "=" * (-len(value) % 4)
 
 
 def test_oversized_session_is_a_clear_error(tmp_path: t.Any) -> None:

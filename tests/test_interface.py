@@ -206,7 +206,9 @@ def test_regenerate_keeps_values_no_view_read(tmp_path: t.Any) -> None:
     before = client.get_cookie("session")
     client.get("/again")
     after = client.get_cookie("session")
-    assert before is not None and after is not None and before.value != after.value
+    assert before is not None
+    assert after is not None
+    assert before.value != after.value
     assert client.get("/show").text == repr([("cart", [("sku", 2)]), ("user", "ann"), ("when", dt.date(2026, 11, 27))])
     manager = app.extensions["satchel"]
     assert [info.user for info in manager.sessions_of("ann")] == ["ann"]
