@@ -135,7 +135,7 @@ def test_small_sessions_are_not_compressed_and_old_zlib_cookies_open() -> None:
         expires_at=2.0,
         permanent=False,
         user=None,
-        data={"k": b"\xa1x" * 10},
+        data={"k": b"\xa1x" * 400},  # compressible, under 1 KB
     )
     token = base64.urlsafe_b64decode(_pad(sealer.seal(sealed, "session", "s3cret")))
     plain = msgspec.msgpack.encode(sealed)
