@@ -52,7 +52,6 @@ Layout, and why:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import threading
 import typing as t
@@ -419,6 +418,29 @@ class _LazyCluster:
             self.client.close()
 
 
+class _Unavailable:
+    """Turns redis-py's errors that mean "Redis cannot serve us" into ``StoreUnavailable``.
+
+    A class rather than ``@contextlib.contextmanager``: it wraps the one
+    command of every request, and a generator-based context manager costs
+    several times more than ``__enter__``/``__exit__``.
+    """
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: t.Any) -> t.Literal[False]:
+        if isinstance(error, _DOWN):
+            raise StoreUnavailable(f"Redis session store is unavailable: {error}") from error
+        # Raised, among other things, when no node of a cluster answers.
+        if isinstance(error, RedisClusterException) and "connect" in str(error).lower():
+            raise StoreUnavailable(f"Redis Cluster session store is unavailable: {error}") from error
+        return False
+
+
+_UNAVAILABLE = _Unavailable()
+
+
 def _check_client(client: t.Any) -> None:
     if not isinstance(client, (redis.Redis, RedisCluster)):
         raise ConfigError(
@@ -492,21 +514,9 @@ class RedisStore:
     def client(self) -> t.Any:
         """The redis-py client (``Redis`` or ``RedisCluster``)."""
         if isinstance(self._client, _LazyCluster):
-            with self._unavailable():
+            with _UNAVAILABLE:
                 return self._client.get()
         return self._client
-
-    @contextlib.contextmanager
-    def _unavailable(self) -> t.Iterator[None]:
-        try:
-            yield
-        except _DOWN as e:
-            raise StoreUnavailable(f"Redis session store is unavailable: {e}") from e
-        except RedisClusterException as e:
-            # Raised, among other things, when no node of a cluster answers.
-            if "connect" not in str(e).lower():
-                raise
-            raise StoreUnavailable(f"Redis Cluster session store is unavailable: {e}") from e
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}{{{key}}}"
@@ -521,7 +531,7 @@ class RedisStore:
         """Run a script on the Redis key ``key``, after ``before`` commands, in one round trip."""
         script = _SCRIPTS[name]
         client = self.client
-        with self._unavailable():
+        with _UNAVAILABLE:
             for attempt in (1, 2):
                 try:
                     if not before:
@@ -546,7 +556,7 @@ class RedisStore:
         users = set(users)
         if not users:
             return
-        with self._unavailable():
+        with _UNAVAILABLE:
             if len(users) == 1:
                 self.client.srem(self._index(users.pop()), key)
                 return
@@ -559,7 +569,7 @@ class RedisStore:
         """The metadata of many sessions, one pipeline (per node) for them all."""
         if not keys:
             return []
-        with self._unavailable():
+        with _UNAVAILABLE:
             pipe = self.client.pipeline(transaction=False)
             for key in keys:
                 pipe.hmget(self._key(key), _META)
@@ -576,7 +586,7 @@ class RedisStore:
         """Every session key under the prefix, in batches; on a cluster, from every master."""
         start = len(self.prefix) + 1
         batch: list[str] = []
-        with self._unavailable():
+        with _UNAVAILABLE:
             for name in self.client.scan_iter(match=self._pattern, count=1000):
                 batch.append(name[start:-1].decode())
                 if len(batch) == 500:
@@ -668,7 +678,7 @@ class RedisStore:
                     if record is not None and record.expires_at > now
                 ]
             return found
-        with self._unavailable():
+        with _UNAVAILABLE:
             keys = sorted(member.decode() for member in self.client.smembers(self._index(user)))
         live, stale = [], []
         for key, record in zip(keys, self._records(keys), strict=True):
@@ -677,13 +687,13 @@ class RedisStore:
             elif record.expires_at > now:
                 live.append((key, record))
         if stale:
-            with self._unavailable():
+            with _UNAVAILABLE:
                 self.client.srem(self._index(user), *stale)
         return live
 
     def lock(self, key: str, token: str, lease: float) -> bool:
         """Take the session's lock: a key that lapses by itself after ``lease`` (SET NX PX)."""
-        with self._unavailable():
+        with _UNAVAILABLE:
             return bool(self.client.set(self._lock(key), token, nx=True, px=max(1, int(lease * 1000))))
 
     def unlock(self, key: str, token: str) -> bool:
