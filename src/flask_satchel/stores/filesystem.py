@@ -182,9 +182,14 @@ class FileSystemStore:
                 os.unlink(os.path.join(self._user_dir(old), key))
         if new is not None:
             folder = self._user_dir(new)
-            os.makedirs(folder, exist_ok=True)
-            with open(os.path.join(folder, key), "wb"):
-                pass
+            marker = os.path.join(folder, key)
+            flags = os.O_WRONLY | os.O_CREAT
+            try:  # the folder is there for every session but a user's first
+                fd = os.open(marker, flags, self.mode)
+            except FileNotFoundError:
+                os.makedirs(folder, exist_ok=True)
+                fd = os.open(marker, flags, self.mode)
+            os.close(fd)
 
     # The Store protocol ------------------------------------------------------
 
