@@ -94,7 +94,8 @@ class Backend:
     name: str
     #: ``floor``, ``cookie``, ``satchel`` or ``flask-session``.
     family: str
-    #: The storage it uses: sqlite, filesystem, memory, redis, postgresql, memcached, cookie, none.
+    #: The storage it uses: sqlite, filesystem, memory, redis, postgresql, memcached,
+    #: cookie (Flask's signed cookie), sealed-cookie (Flask-Satchel's encrypted one), none.
     storage: str
     #: The service it needs from :class:`services.Services`, if any.
     needs: str | None = None
@@ -106,6 +107,7 @@ BACKENDS = [
     Backend("floor", "floor", "none"),
     Backend("cookie", "cookie", "cookie"),
     Backend("satchel-memory", "satchel", "memory"),
+    Backend("satchel-cookie", "satchel", "sealed-cookie"),
     Backend("satchel-sqlite", "satchel", "sqlite"),
     Backend("fsession-sqlite", "flask-session", "sqlite"),
     Backend("satchel-filesystem", "satchel", "filesystem"),
@@ -157,6 +159,8 @@ def _satchel(backend: Backend, services: Services) -> Flask:
         cfg["SESSION_URL"] = f"file://{os.path.join(services.workdir, backend.name, 'sessions')}"
     elif backend.storage == "memory":
         cfg["SESSION_URL"] = "memory://"
+    elif backend.storage == "sealed-cookie":
+        cfg["SESSION_TYPE"] = "cookie"
     elif backend.storage == "redis":
         cfg["SESSION_URL"] = services.redis_url
     elif backend.storage == "memcached":

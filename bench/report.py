@@ -26,6 +26,10 @@ PAIRS = {
 #: Read-only overhead vs Flask-Session, and vs Flask's cookie session, at most.
 READ_VS_FSESSION = {"redis": 0.5, "memcached": 0.5, "postgresql": 0.15, "sqlite": 0.1, "filesystem": 0.1}
 READ_VS_COOKIE = {"sqlite": 0.25, "filesystem": 0.25, "redis": 0.6}
+#: Flask-Satchel's encrypted cookie store vs Flask's signed cookie, same data, same scenario, at most.
+SEALED_VS_COOKIE = 0.25
+#: Backends with no store to count: nothing to read, no round trips.
+NO_STORE_IO = ("memory", "sealed-cookie")
 #: One-key change overhead vs Flask-Session, at most.
 WRITE_VS_FSESSION = {"redis": 0.6, "memcached": 0.6, "postgresql": 0.15, "sqlite": 0.15, "filesystem": 0.15}
 #: Read-only throughput under gunicorn, as a share of the no-session floor, at least.
@@ -100,7 +104,10 @@ def targets(results: Results) -> list[dict[str, t.Any]]:
             cell = results.get("latency", {}).get(name, {})
             cpu = cell.get("untouched", {}).get("cpu_overhead_us")
             _check(out, f"{name}: untouched overhead, CPU (µs)", cpu, 5.0)
-        if storage != "memory":
+        if storage == "sealed-cookie":
+            for scenario in ("read", "write", "new"):
+                _check(out, f"{name}: {scenario} vs cookie session", row[f"{scenario}_vs_cookie"], SEALED_VS_COOKIE)
+        if storage not in NO_STORE_IO:
             io = _io(results, name, "untouched")
             _check(
                 out, f"{name}: untouched store round trips", None if io is None else io.get("round_trips", 0), 0, "=="
@@ -248,7 +255,9 @@ def _latency_sections(results: Results, lines: list[str]) -> None:
     ]
     for backend in apps.BACKENDS:
         cell = results.get("latency", {}).get(backend.name)
-        if backend.storage not in ("cookie", "memory", "sqlite", "filesystem") or not isinstance(cell, dict):
+        if backend.storage not in ("cookie", "sealed-cookie", "memory", "sqlite", "filesystem") or not isinstance(
+            cell, dict
+        ):
             continue
         values = " | ".join(_fmt(cell[s].get("cpu_overhead_us")) for s in apps.SCENARIOS)
         lines.append(f"| {backend.name} | {values} |")
@@ -260,7 +269,7 @@ def _latency_sections(results: Results, lines: list[str]) -> None:
         "|---|--:|--:|--:|--:|---|",
     ]
     for backend in apps.BACKENDS:
-        if backend.family in ("floor", "cookie") or backend.storage == "memory":
+        if backend.family in ("floor", "cookie") or backend.storage in NO_STORE_IO:
             continue
         cell = results.get("io", {}).get(backend.name)
         if not isinstance(cell, dict):

@@ -125,7 +125,7 @@ def run_latency(
         apps.close(floor_app)
     _log("Store work per request (counting passes, after all timings):")
     for backend in runnable:
-        if backend.family in ("floor", "cookie") or backend.storage == "memory":
+        if backend.family in ("floor", "cookie") or backend.storage in report.NO_STORE_IO:
             continue
         try:
             counts = latency.count_backend(backend, services, plan)
