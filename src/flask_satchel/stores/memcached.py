@@ -159,24 +159,23 @@ class _Server:
 
     def call(self, method: str, *args: t.Any, **kwargs: t.Any) -> t.Any:
         """Run one client command; every failure to reach the server is ``StoreUnavailable``."""
-        # The first try is the whole hot path: no retry bookkeeping unless it fails.
-        try:
-            return self._run(method, args, kwargs)
-        except _CLOSED as e:
-            closed = e
-        except _DOWN as e:
-            raise StoreUnavailable(f"memcached {self.name} is unavailable: {e!r}") from e
-        # Each pooled connection may have been closed by a server restart
-        # since it was last used; those fail at once and are dropped by the
-        # pool, so trying as many times as there are idle connections reaches
-        # a fresh one. A server that is really down refuses that connection.
-        for _ in range(1 + (len(self._pool.free) if self._pool is not None else 0)):
+        retries: int | None = None  # counted after a first failure: the first try is the whole hot path
+        while True:
             try:
                 return self._run(method, args, kwargs)
             except _CLOSED as e:
                 closed = e
             except _DOWN as e:
                 raise StoreUnavailable(f"memcached {self.name} is unavailable: {e!r}") from e
+            if retries is None:
+                # Each pooled connection may have been closed by a server restart
+                # since it was last used; those fail at once and are dropped by the
+                # pool, so trying as many times as there are idle connections reaches
+                # a fresh one. A server that is really down refuses that connection.
+                retries = 1 + (len(self._pool.free) if self._pool is not None else 0)
+            if retries == 0:
+                break
+            retries -= 1
         raise StoreUnavailable(f"memcached {self.name} keeps closing the connection: {closed!r}") from closed
 
 
