@@ -408,6 +408,20 @@ def test_url_options_keep_the_statement_timeout(postgresql: Backend) -> None:
         store.close()
 
 
+def test_url_prepare_threshold_is_a_number(postgresql: Backend) -> None:
+    """psycopg's prepare_threshold given in the URL arrives as text and still works; nonsense is a ConfigError."""
+    store = postgresql.store(_prefix(), SESSION_URL=f"{POSTGRESQL_URL}?prepare_threshold=none")
+    try:
+        store.create("p" * 32, _record(time.time()))
+        assert store.load("p" * 32) is not None
+        with store.engine.connect() as conn:
+            assert conn.connection.dbapi_connection.prepare_threshold is None
+    finally:
+        store.close()
+    with pytest.raises(ConfigError, match="prepare_threshold must be a whole number"):
+        postgresql.store(_prefix(), SESSION_URL=f"{POSTGRESQL_URL}?prepare_threshold=often")
+
+
 _SERVER_SQL = {
     # (this connection's id, end that connection, is it still there)
     "postgresql": (

@@ -201,6 +201,17 @@ def _make_engine(url: SplitResult, timeout: float) -> sa.Engine:
         # statement and pooled connection, and from then on the server skips
         # parsing and planning. The store runs a dozen statements, all hot.
         connect_args["prepare_threshold"] = 0
+        if "prepare_threshold" in query:
+            # psycopg wants a number (or None, never prepare); a URL brings text.
+            threshold = query["prepare_threshold"]
+            sa_url = sa_url.difference_update_query(["prepare_threshold"])
+            query = sa_url.query
+            try:
+                connect_args["prepare_threshold"] = None if str(threshold).lower() == "none" else int(str(threshold))
+            except ValueError:
+                raise ConfigError(
+                    "SESSION_URL", f"prepare_threshold must be a whole number or 'none', not {threshold!r}"
+                ) from None
         connection_class = _bounded_psycopg_connection()
     elif backend in ("mysql", "mariadb") and driver == "pymysql":
         connect_args.update(connect_timeout=timeout, read_timeout=timeout, write_timeout=timeout)
