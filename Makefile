@@ -49,7 +49,13 @@ lint: venv
 test: venv services lint
 	$(BIN)/pytest $(ARGS)
 
-bench: venv
+# The throughput suite drives gunicorn with wrk, from Debian's packages.
+bench: venv services
+	@command -v wrk >/dev/null || { \
+	  if [ "$$(id -u)" -eq 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null 2>&1 || { \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }; }
 	$(BIN)/python bench/run.py $(ARGS)
 
 clean:
