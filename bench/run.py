@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.scale:
             import scale
 
-            results["scale"] = scale.run(services, args.scale_size, _log)
+            results["scale"] = scale.run(services, args.scale_size, _log, {b.name for b in backends})
         if args.profile:
             import hotpath
 

@@ -279,11 +279,13 @@ def _redis(services: Services, size: int, log: t.Callable[[str], None]) -> dict[
     }
 
 
-def run(services: Services, size: int, log: t.Callable[[str], None]) -> dict[str, t.Any]:
-    """Scale results per store; a store that cannot run gets the reason instead."""
+def run(services: Services, size: int, log: t.Callable[[str], None], selected: t.Container[str]) -> dict[str, t.Any]:
+    """Scale results per selected store; a store that cannot run gets the reason instead."""
     log(f"Scale ({size:,} sessions, {EXPIRED:,} expired for cleanup):")
     out: dict[str, t.Any] = {}
     for name, fn in (("satchel-sqlite", _sqlite), ("satchel-postgresql", _postgresql), ("satchel-redis", _redis)):
+        if name not in selected:
+            continue
         reason = apps.unavailable(apps.BY_NAME[name], services)
         if reason is not None:
             out[name] = reason
