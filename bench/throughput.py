@@ -136,38 +136,59 @@ def run(
     out: dict[str, t.Any] = {
         "_meta": {
             "describe": f"gunicorn {WORKERS} workers x {THREADS} threads (gthread); wrk 2 threads, {CONNECTIONS}"
-            f" connections, {seconds:g} s per scenario after a 1 s warm-up; ratio = req/s ÷ no-session req/s.",
+            f" connections, {seconds:g} s per scenario after a 1 s warm-up; ratio = req/s ÷ the no-session app's"
+            " req/s, measured again before and after each backend (their mean).",
             "seconds": seconds,
         }
     }
     log(f"Throughput ({out['_meta']['describe']}):")
-    floor_rps: float | None = None
-    for backend in backends:
-        if backend.storage == "memory":
-            out[backend.name] = "n/a (a per-process store: each worker has its own sessions)"
-            continue
-        reason = apps.unavailable(backend, services)
-        if reason is not None:
-            out[backend.name] = reason
-            continue
-        cell: dict[str, t.Any] = {}
-        try:
-            with gunicorn(backend.name, services) as port:
-                scenarios = ("untouched",) if backend.family == "floor" else apps.SCENARIOS
-                for scenario in scenarios:
-                    cookie = None if scenario == "new" or backend.family == "floor" else _session_cookie(port)
-                    wrk(port, f"/{scenario}", cookie, 1)
-                    result = wrk(port, f"/{scenario}", cookie, seconds)
-                    if backend.family == "floor":
-                        floor_rps = result["rps"]
-                    result["ratio"] = result["rps"] / floor_rps if floor_rps else None
-                    cell[scenario] = result
-                    log(
-                        f"  {backend.name:20} {scenario:9} {result['rps']:9.0f} req/s"
-                        f"  xfloor {result['ratio'] or 0:.2f}  non-2xx {result['non_2xx']:.0f}"
-                    )
-        except Exception as e:
-            cell = {"error": f"{type(e).__name__}: {e}"}  # type: ignore[dict-item]
-            log(f"  {backend.name:20} FAILED: {e}")
-        out[backend.name] = cell.get("error", cell)
+    floor = next((b for b in backends if b.family == "floor"), None)
+    if floor is None:
+        return out
+    # The floor app keeps serving, idle, for the whole run, and is measured
+    # again before every backend and once at the end: each backend's ratio
+    # is to the mean of the floor runs just before and just after it, so a
+    # machine that slows down or speeds up during the run moves both sides.
+    with gunicorn(floor.name, services) as floor_port:
+
+        def measure_floor() -> float:
+            wrk(floor_port, "/untouched", None, 1)
+            rps = wrk(floor_port, "/untouched", None, seconds)["rps"]
+            log(f"  {'floor':20} untouched {rps:9.0f} req/s")
+            return rps
+
+        floors = [measure_floor()]
+        out[floor.name] = {"untouched": {"rps": floors[0], "ratio": 1.0}}
+        for backend in backends:
+            if backend.family == "floor":
+                continue
+            if backend.storage == "memory":
+                out[backend.name] = "n/a (a per-process store: each worker has its own sessions)"
+                continue
+            reason = apps.unavailable(backend, services)
+            if reason is not None:
+                out[backend.name] = reason
+                continue
+            cell: dict[str, t.Any] = {}
+            try:
+                with gunicorn(backend.name, services) as port:
+                    for scenario in apps.SCENARIOS:
+                        cookie = None if scenario == "new" else _session_cookie(port)
+                        wrk(port, f"/{scenario}", cookie, 1)
+                        cell[scenario] = wrk(port, f"/{scenario}", cookie, seconds)
+            except Exception as e:
+                out[backend.name] = f"error: {type(e).__name__}: {e}"
+                log(f"  {backend.name:20} FAILED: {e}")
+                continue
+            floors.append(measure_floor())
+            around = (floors[-2] + floors[-1]) / 2
+            for scenario, result in cell.items():
+                result["floor_rps"] = around
+                result["ratio"] = result["rps"] / around
+                log(
+                    f"  {backend.name:20} {scenario:9} {result['rps']:9.0f} req/s"
+                    f"  xfloor {result['ratio']:.2f}  non-2xx {result['non_2xx']:.0f}"
+                )
+            out[backend.name] = cell
+        out[floor.name]["untouched"]["rps"] = sum(floors) / len(floors)
     return out
