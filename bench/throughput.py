@@ -14,6 +14,7 @@ import http.client
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -27,6 +28,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 WORKERS = 2
 THREADS = 4
 CONNECTIONS = 8
+#: Rounds per backend; the reported numbers are their medians.
+ROUNDS = 3
 
 _RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
 _NON_2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
@@ -133,11 +136,14 @@ def run(
     """Requests/s per backend and scenario, with the ratio to the floor app's."""
     if shutil.which("wrk") is None:
         return {"_meta": {"describe": "wrk is not installed (apt-get install -y wrk)"}}
+    rounds = ROUNDS
+    slice_s = max(1, round(seconds / rounds))
     out: dict[str, t.Any] = {
         "_meta": {
             "describe": f"gunicorn {WORKERS} workers x {THREADS} threads (gthread); wrk 2 threads, {CONNECTIONS}"
-            f" connections, {seconds:g} s per scenario after a 1 s warm-up; ratio = req/s ÷ the no-session app's"
-            " req/s, measured again before and after each backend (their mean).",
+            f" connections; per backend, after a 1 s warm-up of each scenario, {rounds} rounds of {slice_s} s of the"
+            " no-session app then each scenario; req/s and ratio to the round's no-session req/s are medians"
+            " over the rounds.",
             "seconds": seconds,
         }
     }
@@ -145,6 +151,57 @@ def run(
     floor = next((b for b in backends if b.family == "floor"), None)
     if floor is None:
         return out
+    # The floor app keeps its own gunicorn, idle between its turns, for the
+    # whole run. Rounds alternate it with the backend's scenarios, so a
+    # machine that slows down for a few seconds (it is shared) moves the
+    # ratio of one round, and the median of three sets it aside.
+    floor_runs: list[float] = []
+    with gunicorn(floor.name, services) as floor_port:
+        wrk(floor_port, "/untouched", None, 1)
+        for backend in backends:
+            if backend.family == "floor":
+                continue
+            if backend.storage == "memory":
+                out[backend.name] = "n/a (a per-process store: each worker has its own sessions)"
+                continue
+            reason = apps.unavailable(backend, services)
+            if reason is not None:
+                out[backend.name] = reason
+                continue
+            runs: dict[str, list[dict[str, t.Any]]] = {scenario: [] for scenario in apps.SCENARIOS}
+            try:
+                with gunicorn(backend.name, services) as port:
+                    cookies = {s: None if s == "new" else _session_cookie(port) for s in apps.SCENARIOS}
+                    for scenario in apps.SCENARIOS:
+                        wrk(port, f"/{scenario}", cookies[scenario], 1)
+                    for _ in range(rounds):
+                        floor_rps = wrk(floor_port, "/untouched", None, slice_s)["rps"]
+                        floor_runs.append(floor_rps)
+                        for scenario in apps.SCENARIOS:
+                            result = wrk(port, f"/{scenario}", cookies[scenario], slice_s)
+                            result["ratio"] = result["rps"] / floor_rps
+                            runs[scenario].append(result)
+            except Exception as e:
+                out[backend.name] = f"error: {type(e).__name__}: {e}"
+                log(f"  {backend.name:20} FAILED: {e}")
+                continue
+            cell: dict[str, t.Any] = {}
+            for scenario, results in runs.items():
+                cell[scenario] = {
+                    "rps": statistics.median(r["rps"] for r in results),
+                    "ratio": statistics.median(r["ratio"] for r in results),
+                    "ratios": [round(r["ratio"], 3) for r in results],
+                    "non_2xx": sum(r["non_2xx"] for r in results),
+                }
+                log(
+                    f"  {backend.name:20} {scenario:9} {cell[scenario]['rps']:9.0f} req/s"
+                    f"  xfloor {cell[scenario]['ratio']:.2f} (rounds {cell[scenario]['ratios']})"
+                    f"  non-2xx {cell[scenario]['non_2xx']:.0f}"
+                )
+            out[backend.name] = cell
+    if floor_runs:
+        out[floor.name] = {"untouched": {"rps": statistics.median(floor_runs), "ratio": 1.0}}
+    return out
     # The floor app keeps serving, idle, for the whole run, and is measured
     # again before every backend and once at the end: each backend's ratio
     # is to the mean of the floor runs just before and just after it, so a
