@@ -12,9 +12,12 @@ server cannot be reached or does not answer within the store's timeout.
 
 from __future__ import annotations
 
+import threading
 import typing as t
 
 import msgspec
+
+_T = t.TypeVar("_T")
 
 
 class Record(msgspec.Struct, kw_only=True):
@@ -92,6 +95,31 @@ def record_from_row(row: t.Sequence[t.Any]) -> Record:
         user=user,
         client=None if client is None else _unpack_client(client),
     )
+
+
+class LastRead(t.Generic[_T]):
+    """Per thread, what the last ``load`` read for one key, handed once to a change of that key.
+
+    A request loads its session and then changes it. A store that can write
+    conditionally (memcached ``cas``, an SQL ``UPDATE … WHERE data = …``)
+    applies the change against exactly what it read, and skips reading it
+    again. What is kept is only a guess: if another request wrote since, the
+    conditional write fails and the store falls back to its full
+    read-merge-write, so nothing is lost.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def keep(self, key: str, value: _T | None) -> None:
+        """Remember ``value`` as read for ``key``; None forgets (a failed or empty read)."""
+        self._local.last = None if value is None else (key, value)
+
+    def take(self, key: str) -> _T | None:
+        """What was read for ``key``, once; None if the last read was of another key, or none."""
+        last = getattr(self._local, "last", None)
+        self._local.last = None
+        return last[1] if last is not None and last[0] == key else None
 
 
 @t.runtime_checkable

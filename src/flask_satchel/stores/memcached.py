@@ -72,7 +72,7 @@ from pymemcache.client.hash import HashClient
 from pymemcache.exceptions import MemcacheServerError, MemcacheUnexpectedCloseError, MemcacheUnknownError
 
 from ..errors import ConfigError, NotSupported, StoreUnavailable
-from .base import Change, Record, merge
+from .base import Change, LastRead, Record, merge
 
 if t.TYPE_CHECKING:
     from ..settings import Settings
@@ -294,9 +294,8 @@ class MemcachedStore:
         self.index_lifetime = index_lifetime
         #: Close the client in ``close()``: only a client this store created.
         self.owns_client = owns_client
-        #: Per thread, what the last ``load`` read: ``(full key, value, CAS
-        #: token)``. See ``_take_seen``.
-        self._seen = threading.local()
+        #: Per thread, the value and CAS token the last ``load`` read. See ``_take_seen``.
+        self._seen: LastRead[tuple[bytes, int]] = LastRead()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MemcachedStore:
@@ -446,20 +445,16 @@ class MemcachedStore:
         concurrent change is lost. It is taken once, and only for the same
         key, so a failed or mismatched token costs at most that one try.
         """
-        seen = getattr(self._seen, "last", None)
-        if seen is None:
-            return None
-        self._seen.last = None
-        return (seen[1], seen[2]) if seen[0] == full else None
+        return self._seen.take(full)
 
     def load(self, key: str) -> Record | None:
         full = self._record_key(key)
-        self._seen.last = None  # a failed read leaves nothing behind
+        self._seen.keep(full, None)  # a failed read leaves nothing behind
         value, cas = self._server(full).call("gets", full)
         if value is None:
             return None
         record = _decode(value)
-        self._seen.last = (full, value, cas)
+        self._seen.keep(full, (value, cas))
         return record
 
     def create(self, key: str, record: Record) -> None:

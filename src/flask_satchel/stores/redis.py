@@ -118,20 +118,15 @@ _LUA_HSET = """
 -- values, the most this sends through Lua's unpack() at once.
 local function hset(key, first, last, extra)
   local args = {}
-  for i = first, last do
-    args[#args + 1] = ARGV[i]
+  local function add(value)
+    args[#args + 1] = value
     if #args == 1000 then
       redis.call('HSET', key, unpack(args))
       args = {}
     end
   end
-  for i = 1, #extra do
-    args[#args + 1] = extra[i]
-    if #args == 1000 then
-      redis.call('HSET', key, unpack(args))
-      args = {}
-    end
-  end
+  for i = first, last do add(ARGV[i]) end
+  for i = 1, #extra do add(extra[i]) end
   if #args > 0 then redis.call('HSET', key, unpack(args)) end
 end
 """

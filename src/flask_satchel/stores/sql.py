@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import threading
 import time
 import typing as t
 
@@ -48,7 +47,7 @@ from sqlalchemy.dialects import mysql
 
 from .. import serialization
 from ..errors import ConfigError, SatchelError, StoreUnavailable
-from .base import Change, Record, record_from_row
+from .base import Change, LastRead, Record, record_from_row
 
 if t.TYPE_CHECKING:
     from urllib.parse import SplitResult
@@ -350,7 +349,7 @@ class SQLStore:
         # Per thread, the key and raw data of the last record loaded: the
         # request that loaded it applies its change against exactly those
         # bytes (compare-and-set) without reading the row again.
-        self._seen = threading.local()
+        self._seen: LastRead[bytes] = LastRead()
         self._build_statements()
 
     @classmethod
@@ -597,11 +596,11 @@ class SQLStore:
     # The Store protocol ---------------------------------------------------------
 
     def load(self, key: str) -> Record | None:
+        self._seen.keep(key, None)  # a failed read leaves nothing behind
         row = self._run(lambda conn: conn.execute(self._load, {"b_key": key}).first())
         if row is None:
-            self._seen.last = None
             return None
-        self._seen.last = (key, row[0])
+        self._seen.keep(key, row[0])
         return record_from_row(row)
 
     def create(self, key: str, record: Record) -> None:
@@ -619,8 +618,7 @@ class SQLStore:
         self._run(_statement(self._insert, params), again=_statement(self._insert_again, params))
 
     def apply(self, key: str, change: Change) -> int | None:
-        seen, self._seen.last = getattr(self._seen, "last", None), None
-        expected: bytes | None = seen[1] if seen is not None and seen[0] == key else None
+        expected = self._seen.take(key)
 
         def work(conn: sa.Connection) -> int | None:
             if expected is not None:
