@@ -8,6 +8,7 @@ how long a request takes, and whether their data is still there after.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 import typing as t
@@ -237,3 +238,87 @@ def test_requests_reuse_pooled_connections(app: Flask, server: RedisServer) -> N
     finally:
         probe.close()
     assert after == before
+
+
+# The store's own sockets (stores/_resp.py) ----------------------------------------------
+
+
+def test_sockets_the_server_closed_are_replaced_without_an_error(app: Flask, server: RedisServer) -> None:
+    """Pooled sockets that Redis dropped (CLIENT KILL, a server-side idle timeout) cost no failed request."""
+    browser = app.test_client()
+    browser.get("/set/a/1")
+    probe = server.client()
+    try:
+        probe.client_kill_filter(_type="normal", skipme=True)
+    finally:
+        probe.close()
+    response = browser.get("/get/a")
+    assert response.status_code == 200
+    assert response.text == "'1'"
+
+
+def test_scripts_flushed_from_the_server_are_loaded_again(app: Flask, server: RedisServer) -> None:
+    """After SCRIPT FLUSH (or a restart that lost them) the next request loads the scripts and succeeds."""
+    browser = app.test_client()
+    browser.get("/set/a/1")
+    probe = server.client()
+    try:
+        probe.script_flush()
+    finally:
+        probe.close()
+    assert browser.get("/set/a/2").status_code == 200
+    assert browser.get("/get/a").text == "'2'"
+
+
+def test_password_user_and_database_from_the_url(server: RedisServer, tmp_path: t.Any) -> None:
+    """A URL's user, password and database reach the server: sessions land in that database, for that user."""
+    admin = server.client()
+    try:
+        admin.acl_setuser("app", enabled=True, passwords=["+s3cret"], keys=["*"], commands=["+@all"])
+        app = make_app({"SESSION_URL": f"redis://app:s3cret@127.0.0.1:{server.port}/3"}, tmp_path)
+        try:
+            browser = app.test_client()
+            assert browser.get("/set/a/1").status_code == 200
+            assert browser.get("/get/a").text == "'1'"
+            db3 = server.client(db=3)
+            try:
+                assert db3.dbsize() >= 1
+            finally:
+                db3.close()
+            db0 = server.client()
+            try:
+                assert db0.dbsize() == 0
+            finally:
+                db0.close()
+        finally:
+            app.extensions["satchel"].store.close()
+        wrong = make_app({"SESSION_URL": f"redis://app:wrong@127.0.0.1:{server.port}/3"}, tmp_path)
+        try:
+            assert _is_503(wrong.test_client().get("/set/a/1"))
+        finally:
+            wrong.extensions["satchel"].store.close()
+    finally:
+        admin.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_worker_opens_its_own_sockets(app: Flask, server: RedisServer) -> None:
+    """After a fork (gunicorn's workers), the child never shares the parent's sockets; both keep working."""
+    browser = app.test_client()
+    browser.get("/set/a/1")  # the parent now holds a pooled socket that last ran EVALSHA
+    pid = os.fork()
+    if pid == 0:  # the child: requests of its own, then out without running pytest's teardown
+        try:
+            ok = browser.get("/set/a/2").status_code == 200 and browser.get("/get/a").text == "'2'"
+            probe = server.client()
+            # Two connections ran the scripts: the parent's, idle, and the child's own.
+            ok = ok and sum(c["cmd"] == "evalsha" for c in probe.client_list()) == 2
+            probe.close()
+        except BaseException:
+            ok = False
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    for i in range(3):  # and the parent goes on with its own socket
+        assert browser.get(f"/set/a/{i + 10}").status_code == 200
+        assert browser.get("/get/a").text == f"'{i + 10}'"

@@ -137,7 +137,9 @@ class TestRedisClientStore(TestRedisStore):
     @pytest.fixture
     def store(self, prefix: str) -> t.Iterator[RedisStore]:
         client = redis.Redis(port=6379, db=DB, socket_timeout=2, socket_connect_timeout=2)
-        yield RedisStore.from_settings(Settings(type="redis", client=client, key_prefix=prefix))
+        store = RedisStore.from_settings(Settings(type="redis", client=client, key_prefix=prefix))
+        yield store
+        store.close()
         client.close()
 
 
@@ -397,3 +399,26 @@ def test_flask_session_style_config_works(shared: redis.Redis, prefix: str) -> N
     assert browser.get("/add/pear").text == "apple,pear"
     assert len(list(shared.scan_iter(match=prefix + "*"))) == 1
     client.close()
+
+
+@pytest.mark.parametrize(
+    ("make", "own_sockets"),
+    [
+        (lambda: redis.Redis(port=6379, db=DB, socket_timeout=2), True),
+        (lambda: redis.Redis.from_url("unix:///tmp/satchel-no-such.sock?db=2"), True),
+        (lambda: redis.Redis.from_url("rediss://127.0.0.1:6379/0"), False),
+        (lambda: redis.Redis(port=6379, protocol=3), False),
+        (lambda: redis.Redis(port=6379, client_name="reports"), False),
+        (lambda: redis.Redis(connection_pool=redis.BlockingConnectionPool(port=6379)), False),
+    ],
+    ids=["tcp", "unix", "tls", "resp3", "client-name", "blocking-pool"],
+)
+def test_own_sockets_only_stand_in_for_plain_clients(make: t.Callable[[], redis.Redis], own_sockets: bool) -> None:
+    """The store's fast sockets are used only for clients whose every setting they reproduce."""
+    from flask_satchel.stores import _resp
+
+    client = make()
+    try:
+        assert (_resp.for_client(client) is not None) is own_sockets
+    finally:
+        client.close()

@@ -73,6 +73,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from ..errors import ConfigError, StoreUnavailable
+from . import _resp
 from .base import Change, Record
 
 if t.TYPE_CHECKING:
@@ -471,6 +472,9 @@ class RedisStore:
         #: Close the client in ``close()``: only a client this store created.
         self.owns_client = owns_client
         self._also_close = list(also_close)
+        #: Plain sockets for the single scripts of a request, when the client
+        #: is one that they can stand in for (see ``_resp``); else None.
+        self._fast = None if isinstance(client, _LazyCluster) else _resp.for_client(client)
         # A hash key is the prefix, "{", 32 hex digits of the handle and "}".
         self._pattern = _glob_escape(prefix) + "{" + "[0-9a-f]" * 32 + "}"
 
@@ -530,6 +534,8 @@ class RedisStore:
             for attempt in (1, 2):
                 try:
                     if not before:
+                        if self._fast is not None:
+                            return self._fast.call("EVALSHA", script.sha, 1, key, *args)
                         return client.evalsha(script.sha, 1, key, *args)
                     pipe = client.pipeline(transaction=False)
                     for command in before:
@@ -704,6 +710,8 @@ class RedisStore:
         )
 
     def close(self) -> None:
+        if self._fast is not None:
+            self._fast.close()
         if self.owns_client:
             self._client.close()
             for other in self._also_close:

@@ -1,0 +1,296 @@
+"""A small RESP2 client for the Redis store's one-command hot path.
+
+Every request that uses its session sends Redis one command, and redis-py
+spends about as long in Python around that command as the loopback round
+trip itself takes: pool bookkeeping, a readiness poll, observability hooks,
+a general reply parser. Measured on a quiet machine, an ``EVALSHA`` that
+returns a 1 KB string costs 110 µs on a bare socket and 145 to 190 µs through
+redis-py. This module sends single commands over plain pooled sockets and
+reads their replies, nothing else.
+
+It is used only where it cannot behave differently from redis-py: a plain
+``redis.Redis`` on one server (TCP or a Unix socket, no TLS, no Sentinel, no
+Cluster) whose connection settings it fully understands (:func:`for_client`
+says None otherwise). Everything else the store does (pipelines, listing,
+scans) still goes through redis-py, and so does every client this module
+does not understand. Errors are redis-py's own exception classes, so the
+store handles them the same way whichever path a command took.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import typing as t
+import weakref
+
+import redis
+from redis.exceptions import (
+    BusyLoadingError,
+    NoScriptError,
+    ReadOnlyError,
+    ResponseError,
+)
+
+#: Settings of a redis-py pool that these sockets reproduce.
+_USED = frozenset({"host", "port", "path", "db", "username", "password", "socket_timeout", "socket_connect_timeout"})
+#: Settings that only concern redis-py's own connections or replies.
+_IGNORED = frozenset(
+    {
+        "retry",
+        "retry_on_error",
+        "health_check_interval",  # replaced by IDLE_LIMIT
+        "socket_keepalive",
+        "socket_keepalive_options",
+        "socket_read_size",
+        "encoding",
+        "encoding_errors",
+        "decode_responses",  # the store refuses True
+        "legacy_responses",
+        "driver_info",
+        "himport_registry",
+        "maint_notifications_pool_handler",
+        "maint_notifications_config",
+        "orig_host_address",
+        "orig_socket_timeout",
+        "orig_socket_connect_timeout",
+    }
+)
+#: Settings that change what a connection does, honoured only at their defaults.
+_DEFAULTS: dict[str, tuple[t.Any, ...]] = {
+    "client_name": (None,),
+    "credential_provider": (None,),
+    "redis_connect_func": (None,),
+    "protocol": (None, 2, "2"),
+}
+
+#: A socket idle this long is closed instead of reused: a connection that a
+#: failover or a NAT box dropped silently would otherwise cost a timeout.
+IDLE_LIMIT = 30.0
+
+#: Server errors by their first word, as redis-py raises them.
+_ERRORS: dict[bytes, type[redis.RedisError]] = {
+    b"NOSCRIPT": NoScriptError,
+    b"READONLY": ReadOnlyError,
+    b"LOADING": BusyLoadingError,
+}
+
+Reply = t.Any
+
+
+def for_client(client: t.Any) -> Connections | None:
+    """Sockets that behave like ``client``'s connections, or None when this module cannot promise that."""
+    if type(client) is not redis.Redis:
+        return None
+    pool = client.connection_pool
+    if type(pool) is not redis.ConnectionPool:
+        return None
+    kwargs = pool.connection_kwargs
+    for name, value in kwargs.items():
+        if name not in _USED and name not in _IGNORED and value not in _DEFAULTS.get(name, ()):
+            return None  # TLS, socket options, RESP3, a credential provider…: redis-py knows best
+    if pool.connection_class is redis.Connection:
+        address: tuple[str, int] | str = (kwargs.get("host", "localhost"), int(kwargs.get("port", 6379)))
+    elif pool.connection_class is redis.UnixDomainSocketConnection:
+        address = kwargs["path"]
+    else:
+        return None
+    return Connections(
+        address,
+        db=int(kwargs.get("db") or 0),
+        username=kwargs.get("username"),
+        password=kwargs.get("password"),
+        timeout=kwargs.get("socket_timeout"),
+        connect_timeout=kwargs.get("socket_connect_timeout"),
+    )
+
+
+def _pack(args: t.Sequence[t.Any]) -> bytes:
+    """A command in RESP: an array of bulk strings."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, str):
+            arg = arg.encode()
+        elif isinstance(arg, int):
+            arg = b"%d" % arg
+        elif isinstance(arg, float):
+            arg = repr(arg).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+    return b"".join(out)
+
+
+class _Socket:
+    """One connection: a socket and what it has received but not yet parsed."""
+
+    __slots__ = ("buf", "sock", "used")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = b""
+        self.used = time.monotonic()
+
+    def _fill(self) -> None:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise redis.ConnectionError("Redis closed the connection")
+        self.buf += chunk
+
+    def reply(self) -> Reply:
+        """Read one reply. A server error is returned as an exception object, not raised."""
+        while (end := self.buf.find(b"\r\n")) < 0:
+            self._fill()
+        kind, line = self.buf[:1], self.buf[1:end]
+        self.buf = self.buf[end + 2 :]
+        if kind == b"$":
+            size = int(line)
+            if size < 0:
+                return None
+            while len(self.buf) < size + 2:
+                self._fill()
+            value, self.buf = self.buf[:size], self.buf[size + 2 :]
+            return value
+        if kind == b":":
+            return int(line)
+        if kind == b"*":
+            size = int(line)
+            return None if size < 0 else [self.reply() for _ in range(size)]
+        if kind == b"+":
+            return line
+        if kind == b"-":
+            word = line.split(b" ", 1)[0]
+            message = line.decode("utf-8", "replace")
+            if word in _ERRORS:  # redis-py drops the code word of the errors it names
+                message = message[len(word) + 1 :]
+            return _ERRORS.get(word, ResponseError)(message)
+        raise redis.ConnectionError(f"unexpected reply from Redis: {self.buf[:40]!r}")
+
+
+class Connections:
+    """A pool of plain sockets to one Redis server, each used by one thread at a time."""
+
+    def __init__(
+        self,
+        address: tuple[str, int] | str,
+        *,
+        db: int = 0,
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float | None = None,
+        connect_timeout: float | None = None,
+    ) -> None:
+        self.address = address
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout if connect_timeout is not None else timeout
+        hello: list[list[t.Any]] = []
+        if password is not None:
+            hello.append(["AUTH", username, password] if username else ["AUTH", password])
+        if db:
+            hello.append(["SELECT", db])
+        #: Sent on every new socket, in one write: credentials, then the database.
+        self._hello = [(command[0], _pack(command)) for command in hello]
+        # list.pop() and list.append() are atomic: no lock on the hot path.
+        self._idle: list[_Socket] = []
+        self._pid = os.getpid()
+        # A store handed an app's own client is often never closed: its
+        # sockets are then closed when it is collected, not leaked.
+        weakref.finalize(self, _close_all, self._idle)
+
+    def _connect(self) -> _Socket:
+        try:
+            if isinstance(self.address, str):
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(self.connect_timeout)
+                sock.connect(self.address)
+            else:
+                sock = socket.create_connection(self.address, timeout=self.connect_timeout)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except TimeoutError as e:
+            raise redis.TimeoutError(f"connecting to Redis at {self.address}: {e}") from e
+        except OSError as e:
+            raise redis.ConnectionError(f"connecting to Redis at {self.address}: {e}") from e
+        conn = _Socket(sock)
+        try:
+            sock.settimeout(self.timeout)
+            if self._hello:
+                sock.sendall(b"".join(packed for _, packed in self._hello))
+                for name, _ in self._hello:
+                    answer = conn.reply()
+                    if isinstance(answer, Exception):
+                        raise redis.AuthenticationError(str(answer)) if name == "AUTH" else answer
+        except TimeoutError as e:
+            sock.close()
+            raise redis.TimeoutError(f"Redis at {self.address} did not answer: {e}") from e
+        except OSError as e:
+            sock.close()
+            raise redis.ConnectionError(f"Redis at {self.address}: {e}") from e
+        except BaseException:
+            sock.close()
+            raise
+        return conn
+
+    def _take(self) -> tuple[_Socket, bool]:
+        """A socket to use, and whether it was pooled (so may have died while idle)."""
+        if os.getpid() != self._pid:  # forked: the parent's sockets are not ours to share
+            self._pid = os.getpid()
+            _close_all(self._idle)  # the child's copies only; the parent's stay open
+        now = time.monotonic()
+        while self._idle:
+            try:
+                conn = self._idle.pop()
+            except IndexError:  # another thread took the last one
+                break
+            if now - conn.used < IDLE_LIMIT:
+                return conn, True
+            conn.sock.close()
+        return self._connect(), False
+
+    def call(self, *args: t.Any) -> Reply:
+        """Send one command and return its reply; server errors are raised as redis-py raises them.
+
+        A pooled socket that turns out to be closed (a restarted server, an
+        idle timeout on the server) fails at once; the command then gets one
+        more try on a new socket, as redis-py's default retry does. A timeout
+        is never retried: that would double the wait of a hung server.
+        """
+        packed = _pack(args)
+        conn, pooled = self._take()
+        try:
+            answer = self._exchange(conn, packed)
+        except redis.TimeoutError:
+            raise
+        except redis.ConnectionError:
+            if not pooled:
+                raise
+            conn = self._connect()
+            answer = self._exchange(conn, packed)
+        conn.used = time.monotonic()
+        self._idle.append(conn)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def _exchange(self, conn: _Socket, packed: bytes) -> Reply:
+        """Send ``packed`` and read the reply; on any failure the socket is closed, never reused."""
+        try:
+            conn.sock.sendall(packed)
+            return conn.reply()
+        except BaseException as e:
+            conn.sock.close()  # half a reply may still be on its way
+            if isinstance(e, TimeoutError):
+                raise redis.TimeoutError(f"Redis at {self.address} did not answer: {e}") from e
+            if isinstance(e, OSError):
+                raise redis.ConnectionError(f"Redis at {self.address}: {e}") from e
+            raise
+
+    def close(self) -> None:
+        _close_all(self._idle)
+
+
+def _close_all(idle: list[_Socket]) -> None:
+    while True:
+        try:
+            conn = idle.pop()
+        except IndexError:  # empty, or another thread took the last one
+            return
+        conn.sock.close()
