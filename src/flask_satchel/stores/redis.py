@@ -48,6 +48,10 @@ Layout, and why:
 - ``SESSION_LOCKING`` takes ``prefix + "lock:{" + key + "}"`` with ``SET NX PX``:
   a lease in the session's slot that lapses by itself if its holder dies,
   released by a script that deletes it only for the token that holds it.
+- A request's script (with a login's index commands) goes over the store's
+  own pooled sockets (``_resp``) when the client is a plain ``redis.Redis``
+  they can stand in for: redis-py's Python costs about as much as the round
+  trip. Listings, scans and every other client use redis-py.
 """
 
 from __future__ import annotations
@@ -533,9 +537,9 @@ class RedisStore:
         with _UNAVAILABLE:
             for attempt in (1, 2):
                 try:
+                    if self._fast is not None:
+                        return self._fast.pipeline([*before, ("EVALSHA", script.sha, 1, key, *args)])[-1]
                     if not before:
-                        if self._fast is not None:
-                            return self._fast.call("EVALSHA", script.sha, 1, key, *args)
                         return client.evalsha(script.sha, 1, key, *args)
                     pipe = client.pipeline(transaction=False)
                     for command in before:
