@@ -13,6 +13,16 @@ loaded), the change is one short transaction that locks the row
 (``SELECT … FOR UPDATE``; on SQLite an ``UPDATE`` first, which takes the
 database's write lock), merges onto what is there and writes it back.
 
+Those hot statements (the read, the compare-and-set, ``touch``, ``delete``
+and the ``INSERT`` of a new session) are compiled by SQLAlchemy once and run
+on a bare DB-API cursor of a pooled connection: ``Connection.execute`` costs
+about as much CPU as the round trip itself. Errors, disconnects and
+transactions are handled as SQLAlchemy would; but the engine's statement
+events (``before_cursor_execute``, ``handle_error``) and its ``echo`` log do
+not see these statements. Pool events (checkout, checkin, invalidate) do.
+Everything else (the locked change, listing, cleanup, locks, DDL) goes
+through SQLAlchemy's ``Connection``.
+
 Engines made from ``SESSION_URL`` run in autocommit mode: a single statement
 is its own transaction, so a read costs no ``BEGIN`` before it and no
 ``ROLLBACK`` after it, and the locked path opens its transaction explicitly.
@@ -123,7 +133,7 @@ def make_lock_table(name: str = "sessions", schema: str | None = None, metadata:
     )
 
 
-def _insert_if_absent(table: sa.Table, dialect: str) -> sa.Executable:
+def _insert_if_absent(table: sa.Table, dialect: str) -> sa.Insert:
     """An INSERT that does nothing, rather than fail, when the primary key is taken.
 
     It returns the key it inserted where the database can (SQLAlchemy reports
@@ -318,6 +328,78 @@ def _statement(statement: sa.Executable, params: dict[str, t.Any]) -> t.Callable
     return work
 
 
+class _Hot:
+    """One hot statement, compiled by SQLAlchemy once, run on a bare DB-API cursor.
+
+    ``Connection.execute`` costs about 100 µs a statement here (cache key,
+    execution context, result metadata): as much as the round trip itself
+    to a PostgreSQL on loopback. SQLAlchemy still writes the SQL, so
+    quoting, paramstyle and casts are the dialect's; what is left per call
+    is what ``execute`` would do too: put the parameters in the statement's
+    order and through each type's bind processor, and each column through
+    its result processor (on MySQL/MariaDB and SQLite, ``permanent`` comes
+    back as 0/1 and becomes a bool; bytes are wrapped in the driver's
+    ``Binary``). Compiled on first use, after the engine's first connection
+    has told the dialect about the server (MySQL's ``ANSI_QUOTES``, say).
+    """
+
+    def __init__(self, statement: sa.ClauseElement) -> None:
+        self.statement = statement
+        #: The SQL for the DB-API cursor; empty until the first run compiles it.
+        self.sql = ""
+        #: Whether it changes rows: then a transactional connection commits after it; else its first row is read.
+        self.writes = False
+        self._dialect: sa.Dialect | None = None
+        self._constants: dict[str, t.Any] = {}
+        self._processors: list[tuple[str, t.Callable[[t.Any], t.Any]]] = []
+        self._order: tuple[str, ...] | None = None
+        self._results: list[t.Callable[[t.Any], t.Any] | None] | None = None
+
+    def compile(self, dialect: sa.Dialect, schema_translate_map: dict[str | None, str | None] | None) -> None:
+        """Compile for ``dialect``; two threads may both do it, each setting the same values, ``sql`` last."""
+        translate: dict[str, t.Any] = {"schema_translate_map": schema_translate_map, "render_schema_translate": True}
+        compiled = t.cast(
+            "sa.sql.compiler.SQLCompiler",
+            self.statement.compile(dialect=dialect, **(translate if schema_translate_map else {})),
+        )
+        constants: dict[str, t.Any] = {}
+        processors: list[tuple[str, t.Callable[[t.Any], t.Any]]] = []
+        for bind, name in compiled.bind_names.items():
+            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if not bind.required:  # a value fixed in the statement, the prefix: bound once
+                constants[name] = bind.effective_value if process is None else process(bind.effective_value)
+            elif process is not None:
+                processors.append((name, process))
+        self._dialect, self._constants, self._processors = dialect, constants, processors
+        self._order = None if compiled.positiontup is None else tuple(compiled.positiontup)
+        self.writes = compiled.isinsert or compiled.isupdate or compiled.isdelete
+        self.sql = compiled.string
+
+    def params(self, values: dict[str, t.Any]) -> dict[str, t.Any] | tuple[t.Any, ...]:
+        """``values`` with the constants, processed, as the driver's paramstyle wants them."""
+        params = {**self._constants, **values}
+        for name, process in self._processors:
+            params[name] = process(params[name])
+        return params if self._order is None else tuple(params[name] for name in self._order)
+
+    def row(self, cursor: t.Any) -> tuple[t.Any, ...] | None:
+        """The cursor's first row, each value through its column's result processor."""
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        results = self._results
+        if results is None:  # the column types the driver reports, known after a first run
+            dialect = self._dialect
+            assert dialect is not None
+            columns = getattr(self.statement, "exported_columns", ())
+            results = [
+                column.type.dialect_impl(dialect).result_processor(dialect, description[1])
+                for column, description in zip(columns, cursor.description, strict=True)
+            ]
+            self._results = results
+        return tuple(value if process is None else process(value) for process, value in zip(results, row, strict=True))
+
+
 class SQLStore:
     """Sessions in one table of an SQL database, through an SQLAlchemy engine."""
 
@@ -384,23 +466,23 @@ class SQLStore:
         return store
 
     def _build_statements(self) -> None:
-        """Build every statement once; SQLAlchemy then reuses their compiled form."""
+        """Build every statement once: the hot ones for ``_execute``, the rest for ``_run``."""
         c = self.table.c
         pk = sa.and_(c.prefix == self.prefix, c.key == sa.bindparam("b_key"))
         live = sa.and_(c.prefix == self.prefix, c.expires_at > sa.bindparam("b_now"))
         meta = (c.created_at, c.last_seen, c.expires_at, c.permanent, c.user, c.client)
-        self._load = sa.select(c.data, *meta).where(pk)
-        self._insert = sa.insert(self.table)
+        self._load = _Hot(sa.select(c.data, *meta).where(pk))
+        self._insert = _Hot(sa.insert(self.table))
         # After a dead connection the first INSERT may have landed: keys are
         # fresh 256-bit hashes, so a row already there can only be that one.
-        self._insert_again = _insert_if_absent(self.table, self.engine.dialect.name)
+        self._insert_again = _Hot(_insert_if_absent(self.table, self.engine.dialect.name))
         # Compare-and-set: the row is written only while it holds the bytes
         # the change was merged onto. The user and client columns are left
         # out unless the change sets them, so values another request wrote
         # there are kept; hence one statement per combination.
         unchanged = sa.and_(pk, c.data == sa.bindparam("b_seen"))
-        self._delete_if_unchanged = sa.delete(self.table).where(unchanged)
-        self._update_if_unchanged: dict[tuple[bool, bool], sa.Update] = {}
+        self._delete_if_unchanged = _Hot(sa.delete(self.table).where(unchanged))
+        self._update_if_unchanged: dict[tuple[bool, bool], _Hot] = {}
         for sets_user in (False, True):
             for sets_client in (False, True):
                 values: dict[str, t.Any] = {
@@ -414,7 +496,7 @@ class SQLStore:
                 if sets_client:
                     values["client"] = sa.bindparam("b_client")
                 statement = sa.update(self.table).where(unchanged).values(values)
-                self._update_if_unchanged[sets_user, sets_client] = statement
+                self._update_if_unchanged[sets_user, sets_client] = _Hot(statement)
         self._lock = sa.select(c.data, c.user, c.client).where(pk)
         if not self._lock_by_update:
             self._lock = self._lock.with_for_update()
@@ -431,12 +513,13 @@ class SQLStore:
                 client=sa.bindparam("b_client"),
             )
         )
-        self._touch = (
+        self._touch = _Hot(
             sa.update(self.table)
             .where(pk)
             .values(last_seen=sa.bindparam("b_last_seen"), expires_at=sa.bindparam("b_expires_at"))
         )
-        self._delete = sa.delete(self.table).where(pk)
+        self._delete = sa.delete(self.table).where(pk)  # in the locked change
+        self._delete_key = _Hot(self._delete)
         self._list = sa.select(c.key, *meta).where(live)
         self._list_user = self._list.where(c.user == sa.bindparam("b_user"))
         self._count = sa.select(sa.func.count()).select_from(self.table).where(live)
@@ -514,6 +597,26 @@ class SQLStore:
         error = getattr(dbapi, "Error", None)
         return error if isinstance(error, type) and issubclass(error, BaseException) else ()
 
+    def _retried(self, first: t.Callable[[], _T], again: t.Callable[[], _T] | None) -> _T:
+        """``first()``; after it failed on a dead pooled connection, ``again()`` once.
+
+        Pinging every connection on checkout costs a round trip per request
+        to guard against something rare. Instead, the first statement on a
+        connection the server has dropped fails at once; it is invalidated,
+        with every pooled connection older than it, and the work gets one
+        more try on a new connection (not at all when ``again`` is None:
+        work that must not run twice). Only quick failures are retried
+        (``RETRY_WITHIN``), so a hung server still costs one timeout, not two.
+        """
+        with self._errors():
+            started = time.monotonic()
+            try:
+                return first()
+            except sa_exc.DBAPIError as e:
+                if again is None or not e.connection_invalidated or time.monotonic() - started > RETRY_WITHIN:
+                    raise
+            return again()
+
     def _run(
         self,
         work: t.Callable[[sa.Connection], _T],
@@ -521,32 +624,78 @@ class SQLStore:
         retry: bool = True,
         again: t.Callable[[sa.Connection], _T] | None = None,
     ) -> _T:
-        """Run ``work`` on a pooled connection; after a dead one, once more on a fresh one.
+        """Run ``work`` on a SQLAlchemy connection from the pool, retried as ``_retried`` says.
 
-        Pinging every connection on checkout costs a round trip per request
-        to guard against something rare. Instead, the first statement on a
-        connection the server has dropped fails at once; SQLAlchemy then
-        invalidates it and every pooled connection older than it, and the
-        work gets one more try on a new connection: ``again`` if given
-        (work that must change to be run twice), else ``work`` itself
-        unless ``retry`` is False (work that must not run twice). Only
-        quick failures are retried (``RETRY_WITHIN``), so a hung server
-        still costs one timeout, not two.
+        The retry runs ``again`` if given (work that must change to be run
+        twice), else ``work`` itself unless ``retry`` is False.
         """
-        with self._errors():
-            started = time.monotonic()
-            try:
-                with self.engine.connect() as conn:
-                    return work(conn)
-            except sa_exc.DBAPIError as e:
-                if not retry or not e.connection_invalidated or time.monotonic() - started > RETRY_WITHIN:
-                    raise
-            with self.engine.connect() as conn:
-                return (work if again is None else again)(conn)
 
-    def _autocommit(self, conn: sa.Connection) -> bool:
-        """Whether the driver commits each statement by itself on ``conn`` (no transaction unless asked)."""
-        dbapi_connection = conn.connection.dbapi_connection
+        def attempt(work: t.Callable[[sa.Connection], _T]) -> _T:
+            with self.engine.connect() as conn:
+                return work(conn)
+
+        return self._retried(lambda: attempt(work), (lambda: attempt(again or work)) if retry else None)
+
+    def _execute(
+        self, hot: _Hot, values: dict[str, t.Any], again: _Hot | None = None
+    ) -> tuple[int, tuple[t.Any, ...] | None]:
+        """Run a hot statement on a pooled DB-API connection: its row count and first row.
+
+        After a dead connection it runs once more, as ``again`` if given.
+        """
+        return self._retried(lambda: self._execute_once(hot, values), lambda: self._execute_once(again or hot, values))
+
+    def _execute_once(self, hot: _Hot, values: dict[str, t.Any]) -> tuple[int, tuple[t.Any, ...] | None]:
+        """What ``Connection.execute`` and ``commit`` would do for ``hot``, without their bookkeeping.
+
+        A write is committed unless the connection commits by itself (no
+        COMMIT round trip on an autocommit engine; PyMySQL would send one
+        even there). A read on a transactional connection ends with the
+        pool's rollback when the connection goes back, as before. Driver
+        errors come out as SQLAlchemy's (``IntegrityError``,
+        ``OperationalError``…), exactly as ``execute`` raises them; a dead
+        connection is invalidated with every pooled connection older than
+        it, as SQLAlchemy does, so that the retry gets a new one.
+        """
+        engine = self.engine
+        dialect = engine.dialect
+        params: dict[str, t.Any] | tuple[t.Any, ...] | None = None
+        cursor = None
+        conn = engine.raw_connection()
+        try:
+            if not hot.sql:  # the first run: the dialect has seen the server now
+                hot.compile(dialect, engine.get_execution_options().get("schema_translate_map"))
+            params = hot.params(values)
+            cursor = conn.cursor()
+            cursor.execute(hot.sql, params)
+            rowcount = cursor.rowcount
+            row = None if hot.writes else hot.row(cursor)  # not ``description``: psycopg builds it on each access
+            cursor.close()
+            if hot.writes and not self._autocommit(conn.dbapi_connection):
+                conn.commit()
+            return rowcount, row
+        except self._driver_errors as e:
+            disconnect = dialect.is_disconnect(e, conn.dbapi_connection, cursor)  # type: ignore[arg-type]
+            if disconnect:
+                engine.pool._invalidate(conn, e)
+            raise sa_exc.DBAPIError.instance(
+                hot.sql,
+                params,
+                e,
+                dialect.loaded_dbapi.Error,
+                hide_parameters=engine.hide_parameters,
+                connection_invalidated=disconnect,
+                dialect=dialect,
+            ) from e
+        except BaseException as e:
+            if not isinstance(e, Exception):  # interrupted mid-exchange: the connection's state is unknown
+                conn.invalidate(e)
+            raise
+        finally:
+            conn.close()  # back to the pool
+
+    def _autocommit(self, dbapi_connection: t.Any) -> bool:
+        """Whether the driver commits each statement by itself on ``dbapi_connection`` (no transaction unless asked)."""
         if dbapi_connection is None:  # invalidated: nothing will run on it
             return False
         try:
@@ -566,7 +715,7 @@ class SQLStore:
         connections), so a connection whose ROLLBACK fails is invalidated
         rather than returned to the pool inside a transaction.
         """
-        if not self._autocommit(conn):
+        if not self._autocommit(conn.connection.dbapi_connection):
             with conn.begin():
                 yield
             return
@@ -597,7 +746,7 @@ class SQLStore:
 
     def load(self, key: str) -> Record | None:
         self._seen.keep(key, None)  # a failed read leaves nothing behind
-        row = self._run(lambda conn: conn.execute(self._load, {"b_key": key}).first())
+        _, row = self._execute(self._load, {"b_key": key})
         if row is None:
             return None
         self._seen.keep(key, row[0])
@@ -615,24 +764,20 @@ class SQLStore:
             "user": record.user,
             "client": None if record.client is None else serialization.pack(record.client),
         }
-        self._run(_statement(self._insert, params), again=_statement(self._insert_again, params))
+        self._execute(self._insert, params, again=self._insert_again)
 
     def apply(self, key: str, change: Change) -> int | None:
+        # Each step is idempotent: after a dead connection, the first attempt
+        # may have written; then the retry's compare fails, and the locked
+        # path sets the same keys to the same values again.
         expected = self._seen.take(key)
+        if expected is not None:
+            done = self._apply_if_unchanged(key, change, expected)
+            if done is not None:
+                return done
+        return self._run(lambda conn: self._apply_locked(conn, key, change))
 
-        def work(conn: sa.Connection) -> int | None:
-            if expected is not None:
-                done = self._apply_if_unchanged(conn, key, change, expected)
-                if done is not None:
-                    return done
-            return self._apply_locked(conn, key, change)
-
-        # Idempotent: after a dead connection, the first attempt may have
-        # written; then the retry's compare fails and the locked path sets
-        # the same keys to the same values again.
-        return self._run(work)
-
-    def _apply_if_unchanged(self, conn: sa.Connection, key: str, change: Change, expected: bytes) -> int | None:
+    def _apply_if_unchanged(self, key: str, change: Change, expected: bytes) -> int | None:
         """One statement: ``change`` merged onto ``expected``, written only if the row still holds it.
 
         Returns the number of keys written, or None when the row holds
@@ -641,7 +786,7 @@ class SQLStore:
         """
         data = _merged(serialization.unpack_map(expected), change)
         if not data:
-            result = conn.execute(self._delete_if_unchanged, {"b_key": key, "b_seen": expected})
+            rowcount, _ = self._execute(self._delete_if_unchanged, {"b_key": key, "b_seen": expected})
         else:
             params: dict[str, t.Any] = {
                 "b_key": key,
@@ -656,11 +801,8 @@ class SQLStore:
             if change.client is not None:
                 params["b_client"] = serialization.pack(change.client)
             statement = self._update_if_unchanged[change.user_changed, change.client is not None]
-            result = conn.execute(statement, params)
-        # Ends the statement's transaction: free on an autocommit connection
-        # with psycopg, the COMMIT of the transaction the driver began otherwise.
-        conn.commit()
-        return len(data) if result.rowcount == 1 else None
+            rowcount, _ = self._execute(statement, params)
+        return len(data) if rowcount == 1 else None
 
     def _apply_locked(self, conn: sa.Connection, key: str, change: Change) -> int | None:
         """Lock the row, merge ``change`` onto what it holds now, write it back; None when it is gone."""
@@ -692,11 +834,12 @@ class SQLStore:
             return len(data)
 
     def touch(self, key: str, last_seen: float, expires_at: float) -> bool:
-        params = {"b_key": key, "b_last_seen": last_seen, "b_expires_at": expires_at}
-        return self._run(_statement(self._touch, params)) > 0
+        rowcount, _ = self._execute(self._touch, {"b_key": key, "b_last_seen": last_seen, "b_expires_at": expires_at})
+        return rowcount > 0
 
     def delete(self, key: str) -> bool:
-        return self._run(_statement(self._delete, {"b_key": key})) > 0
+        rowcount, _ = self._execute(self._delete_key, {"b_key": key})
+        return rowcount > 0
 
     def sessions(self, now: float, user: str | None = None) -> list[tuple[str, Record]]:
         statement = self._list if user is None else self._list_user
