@@ -4,9 +4,11 @@ Counts come from the server wherever there is one, so they cannot flatter
 the client: Redis ``INFO`` (``total_reads_processed`` is the number of reads
 the server did on client sockets, about one per round trip; commandstats
 names every command, including the ones a Lua script runs), memcached
-``stats``. Where there is no server, the client's own hooks: SQLAlchemy's
-cursor events, ``sqlite3``'s trace callback on the store's connections, and
-Python's audit events for file system calls (``open``, ``os.rename``, which
+``stats``, PostgreSQL's answers in libpq's protocol trace (Flask-Satchel's
+statements run on bare DB-API cursors). Where there is no server, the
+client's own hooks: SQLAlchemy's cursor events (Flask-Session),
+``sqlite3``'s trace callback on the store's connections, and Python's
+audit events for file system calls (``open``, ``os.rename``, which
 ``os.replace`` also raises, ``os.remove``).
 
 Instrumentation slows requests down, so counting passes run apart from
@@ -264,6 +266,74 @@ class RelayedSQLProbe(SQLAlchemyProbe):
         return c
 
 
+class PgTraceProbe(Probe):
+    """libpq's own protocol trace on the pooled connections of Flask-Satchel's engine, the relay for round trips.
+
+    The store runs its per-request statements on bare DB-API cursors, which
+    SQLAlchemy's statement events never see; the server's answers are the
+    count instead: every ``CommandComplete`` names the statement it ends.
+    """
+
+    unit = "round trips through a counting TCP relay"
+
+    def __init__(self, engine: t.Any, relay: Relay) -> None:
+        from sqlalchemy import event
+
+        self.counts: Counts = {"statements": 0.0, "writes": 0.0, "transactions": 0.0}
+        self.relay = relay
+        self._engine = engine
+        self._event = event
+        self._in_tx = False
+        self._wrote = False
+        event.listen(engine, "checkout", self._checkout)
+        event.listen(engine, "checkin", self._checkin)
+
+    def _checkout(self, dbapi_connection: t.Any, record: t.Any, proxy: t.Any) -> None:
+        import tempfile
+
+        from psycopg import pq
+
+        trace = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed at checkin)
+        dbapi_connection.pgconn.trace(trace.fileno())
+        dbapi_connection.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
+        record.info["bench_trace"] = trace
+
+    def _checkin(self, dbapi_connection: t.Any, record: t.Any) -> None:
+        trace = record.info.pop("bench_trace", None)
+        if trace is None:
+            return
+        if dbapi_connection is not None:
+            dbapi_connection.pgconn.untrace()
+        trace.seek(0)
+        for line in trace.read().splitlines():
+            fields = line.split("\t")
+            if len(fields) > 3 and fields[0] == "B" and fields[2] == "CommandComplete":
+                self._statement(fields[3].strip(' "').split()[0].upper())
+        trace.close()
+
+    def _statement(self, tag: str) -> None:
+        self.counts["statements"] += 1
+        if tag == "BEGIN":
+            self._in_tx, self._wrote = True, False
+        elif tag in ("COMMIT", "ROLLBACK"):
+            if tag == "COMMIT" and self._wrote:
+                self.counts["transactions"] += 1
+            self._in_tx = False
+        elif _is_write_sql(tag):
+            self.counts["writes"] += 1
+            if self._in_tx:
+                self._wrote = True
+            else:  # autocommit: the statement is its own transaction
+                self.counts["transactions"] += 1
+
+    def read(self) -> Counts:
+        return dict(self.counts) | {"round_trips": float(self.relay.round_trips)}
+
+    def close(self) -> None:
+        self._event.remove(self._engine, "checkout", self._checkout)
+        self._event.remove(self._engine, "checkin", self._checkin)
+
+
 class SQLiteProbe(Probe):
     """``set_trace_callback`` on every connection Flask-Satchel's SQLite store opens."""
 
@@ -383,6 +453,8 @@ def probe_for(backend: Backend, app: Flask, services: Services, relay: Relay | N
     if storage == "memcached":
         return MemcachedProbe(t.cast(int, services.memcached_port))
     if storage == "postgresql":
+        if relay is not None and backend.family == "satchel":
+            return PgTraceProbe(app.extensions["satchel"].store.engine, relay)
         if relay is not None:
             return RelayedSQLProbe(relay)
         return SQLAlchemyProbe(network=True)
