@@ -14,6 +14,7 @@ import time
 import typing as t
 
 import pytest
+import redis
 from conftest import require
 from flask import Flask
 from test_store_redis import RedisServer
@@ -322,3 +323,23 @@ def test_a_forked_worker_opens_its_own_sockets(app: Flask, server: RedisServer) 
     for i in range(3):  # and the parent goes on with its own socket
         assert browser.get(f"/set/a/{i + 10}").status_code == 200
         assert browser.get("/get/a").text == f"'{i + 10}'"
+
+
+def test_client_on_a_unix_socket(tmp_path: t.Any) -> None:
+    """A redis.Redis on a Unix socket, handed over in SESSION_REDIS, serves sessions end to end."""
+    require(shutil.which("redis-server") is not None, "redis-server is not installed")
+    path = str(tmp_path / "redis.sock")
+    server = RedisServer(str(tmp_path), "--unixsocket", path, "--unixsocketperm", "700").start()
+    client = redis.Redis(unix_socket_path=path, db=2, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT)
+    try:
+        app = make_app({"SESSION_TYPE": "redis", "SESSION_REDIS": client}, tmp_path)
+        try:
+            browser = app.test_client()
+            assert browser.get("/set/a/1").status_code == 200
+            assert browser.get("/get/a").text == "'1'"
+            assert client.dbsize() == 1  # in the client's database, reached through the socket file
+        finally:
+            app.extensions["satchel"].store.close()
+    finally:
+        client.close()
+        server.stop()

@@ -202,8 +202,12 @@ class Connections:
         try:
             if isinstance(self.address, str):
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                sock.settimeout(self.connect_timeout)
-                sock.connect(self.address)
+                try:
+                    sock.settimeout(self.connect_timeout)
+                    sock.connect(self.address)
+                except BaseException:
+                    sock.close()
+                    raise
             else:
                 sock = socket.create_connection(self.address, timeout=self.connect_timeout)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
