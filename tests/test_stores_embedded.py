@@ -79,18 +79,132 @@ def _file_events(action: t.Callable[[], t.Any]) -> list[str]:
     return events
 
 
-def test_filesystem_change_opens_the_record_once(tmp_path: t.Any) -> None:
-    """A change locks and reads the record through one descriptor: two opens (record, temporary file), one rename."""
+def test_filesystem_change_is_written_in_place(tmp_path: t.Any) -> None:
+    """A change locks, reads and writes the record through one descriptor: one open, no rename, same file."""
+    from flask_satchel.stores import filesystem
+
     store = FileSystemStore(str(tmp_path))
     now = time.time()
-    store.create("ab" * 16, Record(data={"a": b"1"}, created_at=now, last_seen=now, expires_at=now + 3600))
-    assert _file_events(lambda: store.load("ab" * 16)) == ["open"]
+    key = "ab" * 16
+    store.create(key, Record(data={"a": b"1" * 500}, created_at=now, last_seen=now, expires_at=now + 3600))
+    path = store._path(key)
+    inode = os.stat(path).st_ino
+    assert _file_events(lambda: store.load(key)) == ["open"]
     change = Change(set={"b": b"2"}, last_seen=now, expires_at=now + 3600)
-    assert _file_events(lambda: store.apply("ab" * 16, change)) == ["open", "open", "os.rename"]
-    record = store.load("ab" * 16)
+    assert _file_events(lambda: store.apply(key, change)) == ["open"]
+    shrink = Change(set={}, removed=["a"], last_seen=now, expires_at=now + 7200)
+    assert store.apply(key, shrink) == 1
+    record = store.load(key)
+    assert record is not None
+    assert record.data == {"b": b"2"}
+    assert os.stat(path).st_ino == inode
+    # Cut to the new, shorter record: no old tail left behind.
+    assert os.stat(path).st_size == len(filesystem._frame(record)) < 500
+    assert os.stat(path).st_mtime == pytest.approx(now + 7200, abs=1e-3)
+
+
+def test_filesystem_reader_waits_out_a_write_half_done(tmp_path: t.Any) -> None:
+    """A reader that catches a record half written waits for the writer's lock and reads the whole new one."""
+    import fcntl
+
+    from flask_satchel.stores import filesystem
+
+    store = FileSystemStore(str(tmp_path))
+    now = time.time()
+    key = "ef" * 16
+    store.create(key, Record(data={"a": b"old"}, created_at=now, last_seen=now, expires_at=now + 3600))
+    path = store._path(key)
+    new = Record(data={"a": b"new", "b": b"x" * 40}, created_at=now, last_seen=now, expires_at=now + 3600)
+    frame = filesystem._frame(new)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # the writer, stopped half way through its write
+        os.pwrite(fd, frame[: len(frame) // 2], 0)
+        seen: list[Record | None] = []
+        reader = threading.Thread(target=lambda: seen.append(store.load(key)))
+        reader.start()
+        reader.join(0.3)
+        assert reader.is_alive()  # waiting for the lock, not returning the torn bytes
+        os.pwrite(fd, frame, 0)
+    finally:
+        os.close(fd)  # the writer is done: releases the lock
+    reader.join(5)
+    assert seen == [new]
+
+
+def test_filesystem_damaged_record_is_refused(tmp_path: t.Any) -> None:
+    """A record whose checksum fails with no writer at work (a power cut mid-write) is an error, never misread."""
+    store = FileSystemStore(str(tmp_path))
+    now = time.time()
+    key = "cd" * 16
+    store.create(key, Record(data={"a": b"1" * 50}, created_at=now, last_seen=now, expires_at=now + 3600))
+    path = store._path(key)
+    with open(path, "r+b") as f:
+        f.seek(-5, os.SEEK_END)
+        f.write(b"XXXXX")
+    with pytest.raises(ValueError, match="damaged"):
+        store.load(key)
+    with pytest.raises(ValueError, match="damaged"):
+        store.apply(key, Change(set={"b": b"2"}, last_seen=now, expires_at=now + 3600))
+
+
+def test_filesystem_reads_and_upgrades_files_of_before_frames(tmp_path: t.Any) -> None:
+    """A bare msgpack record (the format before frames) loads; its first change replaces it, framed."""
+    import msgspec
+
+    store = FileSystemStore(str(tmp_path))
+    now = time.time()
+    key = "aa" * 16
+    path = store._path(key)
+    os.makedirs(os.path.dirname(path))
+    old = Record(data={"a": b"1"}, created_at=now, last_seen=now, expires_at=now + 3600)
+    with open(path, "wb") as f:
+        f.write(msgspec.msgpack.encode(old))
+    inode = os.stat(path).st_ino
+    assert store.load(key) == old
+    assert store.apply(key, Change(set={"b": b"2"}, last_seen=now, expires_at=now + 3600)) == 2
+    assert os.stat(path).st_ino != inode  # replaced by a rename: no reader of the bare file saw it torn
+    with open(path, "rb") as f:
+        assert f.read(1) == b"\xc1"
+    record = store.load(key)
     assert record is not None
     assert record.data == {"a": b"1", "b": b"2"}
-    assert os.stat(store._path("ab" * 16)).st_mtime == pytest.approx(now + 3600, abs=1e-3)
+
+
+def test_filesystem_readers_never_see_a_torn_record(tmp_path: t.Any) -> None:
+    """Readers running against a writer that grows and shrinks the record in place only ever see whole records."""
+    store = FileSystemStore(str(tmp_path))
+    now = time.time()
+    key = "bb" * 16
+    versions = [{"n": str(i).encode() * (1 if i % 2 else 3000)} for i in range(200)]
+    store.create(key, Record(data=versions[0], created_at=now, last_seen=now, expires_at=now + 3600))
+    errors: list[BaseException] = []
+    seen: list[dict[str, bytes]] = []
+    done = threading.Event()
+
+    def read() -> None:
+        try:
+            while not done.is_set():
+                record = store.load(key)
+                assert record is not None
+                seen.append(record.data)
+        except BaseException as e:
+            errors.append(e)
+
+    readers = [threading.Thread(target=read) for _ in range(3)]
+    for reader in readers:
+        reader.start()
+    try:
+        for version in versions[1:]:
+            removed = [name for name in ("n",) if name not in version]
+            store.apply(key, Change(set=version, removed=removed, last_seen=now, expires_at=now + 3600))
+    finally:
+        done.set()
+        for reader in readers:
+            reader.join(10)
+    assert errors == []
+    assert seen
+    assert all(data in versions for data in seen)
 
 
 def test_filesystem_large_record_round_trips(tmp_path: t.Any) -> None:

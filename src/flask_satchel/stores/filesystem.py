@@ -2,21 +2,28 @@
 
 Safe for several processes and threads at once, and it never evicts a live
 session to make room (Flask-Session's file store drops sessions past 500
-files). Each file holds one msgpack record:
+files). Each file holds one msgpack record in a frame: a marker byte, the
+record's length and its CRC-32, then the record.
 
-- Writes go to a temporary file in the same folder that is then renamed over
-  the record, so a reader sees the old record or the new one, never half of
-  one, and needs no lock.
+- A new session is written to a temporary file in the same folder that is
+  then renamed into place, so no reader ever sees a half-made file.
 - A change takes an exclusive ``flock`` on the record file, re-reads it,
-  merges and renames the new version in. A rename replaces the inode, so a
-  request that was waiting for the lock checks afterwards that the path
-  still names the file it locked, and starts again if not. A deleted record
-  stays deleted: a waiting change finds no file and writes nothing.
+  merges and writes the new frame over the old one, in place. Replacing the
+  file instead (a new inode and a rename) cost 200 µs a change on ext4
+  mounted with ``discard``, where freeing the old file's blocks is slow;
+  writing in place costs about 10. Readers take no lock: a reader that
+  catches a write half done sees a length or checksum that does not match,
+  and reads again under a shared ``flock``, which waits for the writer.
+- A deleted record stays deleted: a change waiting for the lock checks
+  afterwards that the path still names the file it locked (a delete or a
+  new record replaces it), finds no file, and writes nothing.
 - Files are sharded into 256 folders by the first two hex digits of the key,
   and each file's mtime is its expiry, so ``cleanup()`` and ``count()``
   only ``stat`` files instead of reading them.
 - A user's sessions are listed from ``users/<hash of user>/``, which holds an
   empty marker file per session; stale markers are pruned when read.
+- Files written before frames existed (bare msgpack, only ever replaced
+  whole) are still read, and the first change replaces them by a rename.
 """
 
 from __future__ import annotations
@@ -26,9 +33,11 @@ import fcntl
 import hashlib
 import os
 import secrets
+import struct
 import threading
 import time
 import typing as t
+import zlib
 
 import msgspec
 
@@ -46,6 +55,31 @@ _LOCKS = "locks"
 _CHUNK = 65536
 
 
+#: The first byte of a framed record: 0xc1 is never used by msgpack, so no
+#: bare record (of files written before frames) can start with it.
+_MARK = b"\xc1"
+_HEADER = struct.Struct(">cII")  # mark, length of the record, its CRC-32
+
+
+def _frame(record: Record) -> bytes:
+    payload = _encode(record)
+    return _HEADER.pack(_MARK, len(payload), zlib.crc32(payload)) + payload
+
+
+def _unframe(raw: bytes) -> bytes | None:
+    """The record bytes of a file's content; None when a write to it was caught half done."""
+    if raw[:1] != _MARK:
+        return raw  # a bare record of an earlier version: only ever replaced whole
+    if len(raw) < _HEADER.size:
+        return None
+    _, length, crc = _HEADER.unpack_from(raw)
+    payload = raw[_HEADER.size : _HEADER.size + length]
+    # Bytes past the frame are the old record's tail, about to be truncated.
+    if len(payload) != length or zlib.crc32(payload) != crc:
+        return None
+    return payload
+
+
 def _read_all(fd: int) -> bytes:
     """The whole file behind ``fd``: one ``read`` for a session-sized file."""
     chunk = os.read(fd, _CHUNK)
@@ -56,6 +90,16 @@ def _read_all(fd: int) -> bytes:
         chunk = os.read(fd, _CHUNK)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+class _Held(t.NamedTuple):
+    """A locked record file: its path, the open descriptor, its size, whether it is bare, its record."""
+
+    path: str
+    fd: int
+    size: int
+    bare: bool
+    record: Record
 
 
 class FileSystemStore:
@@ -105,12 +149,19 @@ class FileSystemStore:
         except FileNotFoundError:
             return None
         try:
-            return _decode(_read_all(fd))
+            payload = _unframe(_read_all(fd))
+            if payload is None:  # a change is being written: wait for it, then read again
+                self._flock(fd, fcntl.LOCK_SH, path)
+                os.lseek(fd, 0, os.SEEK_SET)
+                payload = _unframe(_read_all(fd))
+                if payload is None:
+                    raise ValueError(f"session file {path!r} is damaged: its checksum does not match")
+            return _decode(payload)
         finally:
             os.close(fd)
 
     def _write(self, path: str, record: Record) -> None:
-        """Write ``record`` to ``path`` atomically: a temporary file renamed into place."""
+        """Write a new file for ``record`` at ``path`` atomically: a temporary file renamed into place."""
         tmp = f"{path}.{secrets.token_hex(4)}.tmp"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.mode)
@@ -118,53 +169,76 @@ class FileSystemStore:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.mode)
         try:
-            os.write(fd, _encode(record))
+            os.write(fd, _frame(record))
             # Through the descriptor: no second lookup of the path.
             os.utime(fd, (record.expires_at, record.expires_at))
         finally:
             os.close(fd)
         # No fsync: losing the last writes to a power cut costs a re-login,
         # and an fsync would cost milliseconds per change. The rename is what
-        # makes the write atomic: a reader, or a crashed process, leaves the
-        # old record or the new one, never half of one. (On ext4, renaming
-        # over an existing file also makes the kernel write the new data
-        # before the rename is committed, so even a power cut leaves a whole
-        # file.)
+        # makes the creation atomic: a reader, or a crashed process, sees no
+        # file or a whole one.
         os.replace(tmp, path)
 
-    @contextlib.contextmanager
-    def _locked(self, key: str) -> t.Iterator[tuple[str, Record] | None]:
-        """Hold the lock of a record file; yields its path and record, or None when there is none.
+    @staticmethod
+    def _rewrite(held: _Held, record: Record) -> None:
+        """Write ``record`` over the locked file, in place.
 
-        The lock is an ``flock`` on the record file itself, not on a lock
-        file beside it, and the record is read through the locked descriptor:
-        one open for both. Records are only ever replaced, never written in
-        place, so once the path is seen to still name the locked file, what
-        that descriptor reads is the current record.
+        The frame goes first, then the file is cut to its length: a reader
+        in between sees the new frame and the old tail, and the frame's
+        length tells them apart. A process killed between the two leaves
+        the same, harmlessly. A power cut in the middle of the write can
+        leave a torn record; its checksum then fails and the session is
+        treated as unreadable (its user logs in again), never misread.
         """
-        path = self._path(key)
+        frame = _frame(record)
+        os.pwrite(held.fd, frame, 0)
+        if len(frame) < held.size:
+            os.ftruncate(held.fd, len(frame))
+        os.utime(held.fd, (record.expires_at, record.expires_at))
+
+    def _flock(self, fd: int, kind: int, path: str) -> None:
+        """``flock(fd, kind)``, waiting at most ``timeout`` seconds: a 503 rather than a hung request."""
         deadline = time.monotonic() + self.timeout
         while True:
             try:
-                fd = os.open(path, os.O_RDONLY)
+                fcntl.flock(fd, kind | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise StoreUnavailable(f"session file {path!r} stayed locked") from None
+                time.sleep(0.0005)
+
+    @contextlib.contextmanager
+    def _locked(self, key: str) -> t.Iterator[_Held | None]:
+        """Hold the lock of a record file; yields it with its record, or None when there is none.
+
+        The lock is an ``flock`` on the record file itself, not on a lock
+        file beside it, and the record is read and written through the
+        locked descriptor: one open for all three. A delete or a new record
+        replaces the file (a new inode), so once the path is seen to still
+        name the locked file, what that descriptor reads is the current
+        record, and what it writes is seen by the next reader.
+        """
+        path = self._path(key)
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR)
             except FileNotFoundError:
                 yield None
                 return
             try:
-                while True:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        break
-                    except BlockingIOError:
-                        if time.monotonic() > deadline:
-                            raise StoreUnavailable(f"session file {path!r} stayed locked") from None
-                        time.sleep(0.0005)
+                self._flock(fd, fcntl.LOCK_EX, path)
                 try:
                     current = os.stat(path).st_ino
                 except FileNotFoundError:
                     current = None
                 if current == os.fstat(fd).st_ino:
-                    yield path, _decode(_read_all(fd))
+                    raw = _read_all(fd)
+                    payload = _unframe(raw)
+                    if payload is None:  # torn by a writer that died mid-write, or by a power cut
+                        raise ValueError(f"session file {path!r} is damaged: its checksum does not match")
+                    yield _Held(path, fd, len(raw), raw[:1] != _MARK, _decode(payload))
                     return
                 if current is None:
                     yield None
@@ -172,6 +246,13 @@ class FileSystemStore:
             finally:
                 os.close(fd)  # releases the lock
             # The file was replaced while we waited: lock the new one.
+
+    def _replace(self, held: _Held, record: Record) -> None:
+        """Write ``record`` to the locked file: in place, or by a rename over a file of before frames."""
+        if held.bare:
+            self._write(held.path, record)  # an unframed reader could not tell a torn rewrite
+        else:
+            self._rewrite(held, record)
 
     def _index(self, key: str, old: str | None, new: str | None) -> None:
         """Move the session's marker from one user's folder to another's."""
@@ -204,33 +285,32 @@ class FileSystemStore:
         self._index(key, None, record.user)
 
     def apply(self, key: str, change: Change) -> int | None:
-        with self._locked(key) as locked:
-            if locked is None:
+        with self._locked(key) as held:
+            if held is None:
                 return None
-            path, old = locked
+            old = held.record
             new = merge(old, change)
             if not new.data:
-                os.unlink(path)
+                os.unlink(held.path)
                 self._index(key, old.user, None)
                 return 0
-            self._write(path, new)
+            self._replace(held, new)
             self._index(key, old.user, new.user)
             return len(new.data)
 
     def touch(self, key: str, last_seen: float, expires_at: float) -> bool:
-        with self._locked(key) as locked:
-            if locked is None:
+        with self._locked(key) as held:
+            if held is None:
                 return False
-            path, record = locked
-            self._write(path, msgspec.structs.replace(record, last_seen=last_seen, expires_at=expires_at))
+            self._replace(held, msgspec.structs.replace(held.record, last_seen=last_seen, expires_at=expires_at))
             return True
 
     def delete(self, key: str) -> bool:
-        with self._locked(key) as locked:
-            if locked is None:
+        with self._locked(key) as held:
+            if held is None:
                 return False
-            path, record = locked
-            os.unlink(path)
+            os.unlink(held.path)
+            record = held.record
         self._index(key, record.user, None)
         return True
 
@@ -259,11 +339,11 @@ class FileSystemStore:
         for entry in self._shards():
             if entry.stat().st_mtime > now:
                 continue
-            with self._locked(entry.name) as locked:
-                if locked is None or locked[1].expires_at > now:
+            with self._locked(entry.name) as held:
+                if held is None or held.record.expires_at > now:
                     continue  # deleted or refreshed since the scan
-                path, record = locked
-                os.unlink(path)
+                record = held.record
+                os.unlink(held.path)
             self._index(entry.name, record.user, None)
             removed += 1
         return removed
