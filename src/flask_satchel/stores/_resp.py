@@ -109,15 +109,13 @@ def for_client(client: t.Any) -> Connections | None:
 
 
 def _pack(args: t.Sequence[t.Any]) -> bytes:
-    """A command in RESP: an array of bulk strings."""
+    """A command in RESP: an array of bulk strings (from bytes, str or int)."""
     out = [b"*%d\r\n" % len(args)]
     for arg in args:
         if isinstance(arg, str):
             arg = arg.encode()
         elif isinstance(arg, int):
             arg = b"%d" % arg
-        elif isinstance(arg, float):
-            arg = repr(arg).encode()
         out.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
     return b"".join(out)
 
@@ -199,41 +197,31 @@ class Connections:
         weakref.finalize(self, _close_all, self._idle)
 
     def _connect(self) -> _Socket:
+        sock = None
         try:
             if isinstance(self.address, str):
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                try:
-                    sock.settimeout(self.connect_timeout)
-                    sock.connect(self.address)
-                except BaseException:
-                    sock.close()
-                    raise
+                sock.settimeout(self.connect_timeout)
+                sock.connect(self.address)
             else:
                 sock = socket.create_connection(self.address, timeout=self.connect_timeout)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except TimeoutError as e:
-            raise redis.TimeoutError(f"connecting to Redis at {self.address}: {e}") from e
-        except OSError as e:
-            raise redis.ConnectionError(f"connecting to Redis at {self.address}: {e}") from e
-        conn = _Socket(sock)
-        try:
             sock.settimeout(self.timeout)
+            conn = _Socket(sock)
             if self._hello:
                 sock.sendall(b"".join(packed for _, packed in self._hello))
                 for name, _ in self._hello:
                     answer = conn.reply()
                     if isinstance(answer, Exception):
                         raise redis.AuthenticationError(str(answer)) if name == "AUTH" else answer
-        except TimeoutError as e:
-            sock.close()
-            raise redis.TimeoutError(f"Redis at {self.address} did not answer: {e}") from e
-        except OSError as e:
-            sock.close()
-            raise redis.ConnectionError(f"Redis at {self.address}: {e}") from e
-        except BaseException:
-            sock.close()
-            raise
-        return conn
+            return conn
+        except BaseException as e:
+            if sock is not None:
+                sock.close()
+            error = _as_redis_error(e, self.address)
+            if error is None:
+                raise
+            raise error from e
 
     def _take(self) -> tuple[_Socket, bool]:
         """A socket to use, and whether it was pooled (so may have died while idle)."""
@@ -287,14 +275,22 @@ class Connections:
             return [conn.reply() for _ in range(count)]
         except BaseException as e:
             conn.sock.close()  # half a reply may still be on its way
-            if isinstance(e, TimeoutError):
-                raise redis.TimeoutError(f"Redis at {self.address} did not answer: {e}") from e
-            if isinstance(e, OSError):
-                raise redis.ConnectionError(f"Redis at {self.address}: {e}") from e
-            raise
+            error = _as_redis_error(e, self.address)
+            if error is None:
+                raise
+            raise error from e
 
     def close(self) -> None:
         _close_all(self._idle)
+
+
+def _as_redis_error(error: BaseException, address: tuple[str, int] | str) -> redis.RedisError | None:
+    """A socket error as redis-py would raise it; None for anything else (raised as it is)."""
+    if isinstance(error, TimeoutError):
+        return redis.TimeoutError(f"Redis at {address} did not answer in time: {error}")
+    if isinstance(error, OSError):
+        return redis.ConnectionError(f"Redis at {address}: {error}")
+    return None
 
 
 def _close_all(idle: list[_Socket]) -> None:
