@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sys
 import threading
@@ -10,6 +11,7 @@ import typing as t
 
 import pytest
 
+from flask_satchel.stores import filesystem
 from flask_satchel.stores.base import Change, Record
 from flask_satchel.stores.filesystem import FileSystemStore
 from flask_satchel.stores.memory import MemoryStore
@@ -79,14 +81,18 @@ def _file_events(action: t.Callable[[], t.Any]) -> list[str]:
     return events
 
 
-def test_filesystem_change_is_written_in_place(tmp_path: t.Any) -> None:
-    """A change locks, reads and writes the record through one descriptor: one open, no rename, same file."""
-    from flask_satchel.stores import filesystem
-
+def _one_record(tmp_path: t.Any, key: str, data: dict[str, bytes]) -> tuple[FileSystemStore, float]:
+    """A filesystem store holding one live record under ``key``, and the time it was made."""
     store = FileSystemStore(str(tmp_path))
     now = time.time()
+    store.create(key, Record(data=data, created_at=now, last_seen=now, expires_at=now + 3600))
+    return store, now
+
+
+def test_filesystem_change_is_written_in_place(tmp_path: t.Any) -> None:
+    """A change locks, reads and writes the record through one descriptor: one open, no rename, same file."""
     key = "ab" * 16
-    store.create(key, Record(data={"a": b"1" * 500}, created_at=now, last_seen=now, expires_at=now + 3600))
+    store, now = _one_record(tmp_path, key, {"a": b"1" * 500})
     path = store._path(key)
     inode = os.stat(path).st_ino
     assert _file_events(lambda: store.load(key)) == ["open"]
@@ -105,14 +111,8 @@ def test_filesystem_change_is_written_in_place(tmp_path: t.Any) -> None:
 
 def test_filesystem_reader_waits_out_a_write_half_done(tmp_path: t.Any) -> None:
     """A reader that catches a record half written waits for the writer's lock and reads the whole new one."""
-    import fcntl
-
-    from flask_satchel.stores import filesystem
-
-    store = FileSystemStore(str(tmp_path))
-    now = time.time()
     key = "ef" * 16
-    store.create(key, Record(data={"a": b"old"}, created_at=now, last_seen=now, expires_at=now + 3600))
+    store, now = _one_record(tmp_path, key, {"a": b"old"})
     path = store._path(key)
     new = Record(data={"a": b"new", "b": b"x" * 40}, created_at=now, last_seen=now, expires_at=now + 3600)
     frame = filesystem._frame(new)
@@ -134,10 +134,8 @@ def test_filesystem_reader_waits_out_a_write_half_done(tmp_path: t.Any) -> None:
 
 def test_filesystem_damaged_record_is_refused(tmp_path: t.Any) -> None:
     """A record whose checksum fails with no writer at work (a power cut mid-write) is an error, never misread."""
-    store = FileSystemStore(str(tmp_path))
-    now = time.time()
     key = "cd" * 16
-    store.create(key, Record(data={"a": b"1" * 50}, created_at=now, last_seen=now, expires_at=now + 3600))
+    store, now = _one_record(tmp_path, key, {"a": b"1" * 50})
     path = store._path(key)
     with open(path, "r+b") as f:
         f.seek(-5, os.SEEK_END)
