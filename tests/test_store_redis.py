@@ -170,15 +170,14 @@ def _record(now: float, user: str | None = None, **data: bytes) -> Record:
     return Record(data=data, created_at=now, last_seen=now, expires_at=now + 3600, user=user)
 
 
-def test_session_is_one_hash_with_native_ttl(shared: redis.Redis, prefix: str) -> None:
-    """A session is one hash-tagged hash whose Redis TTL ends at expires_at."""
+def test_session_is_one_string_with_native_ttl(shared: redis.Redis, prefix: str) -> None:
+    """A session is one hash-tagged string whose Redis TTL ends at expires_at, and moves with touch."""
     store = _store(prefix)
     try:
         now = shared.time()[0]
         store.create("a" * 32, Record(data={"k": b"v"}, created_at=now, last_seen=now, expires_at=now + 600))
         name = f"{prefix}{{{'a' * 32}}}"
-        assert shared.type(name) == b"hash"
-        assert shared.hget(name, "k") == b"v"
+        assert shared.type(name) == b"string"
         assert 598_000 <= shared.pttl(name) <= 600_000
         store.touch("a" * 32, now, now + 1200)
         assert 1_198_000 <= shared.pttl(name) <= 1_200_000
@@ -186,7 +185,7 @@ def test_session_is_one_hash_with_native_ttl(shared: redis.Redis, prefix: str) -
         store.close()
 
 
-@pytest.mark.parametrize("name", ["\xffcreated_at", "\udcffuser", "user", "created_at", "{x}", "ключ", ""])
+@pytest.mark.parametrize("name", ["\xffcreated_at", "user", "created_at", "last_seen", "data", "{x}", "ключ", ""])
 def test_session_keys_never_collide_with_metadata(prefix: str, name: str) -> None:
     """Any session key name, even one spelled like a metadata field, is data and leaves metadata alone."""
     store = _store(prefix)
@@ -224,8 +223,53 @@ def test_late_change_never_shortens_the_session(shared: redis.Redis, prefix: str
         store.close()
 
 
+def test_change_from_a_stale_read_merges_into_the_newer_record(shared: redis.Redis, prefix: str) -> None:
+    """A change computed from a read that another store wrote over since is merged again, losing nothing."""
+    store, other = _store(prefix), _store(prefix)
+    try:
+        now = shared.time()[0]
+        store.create("7" * 32, _record(now, user="di", a=b"1"))
+        assert store.load("7" * 32) is not None  # this request's read, which its change starts from
+        assert other.apply("7" * 32, Change(set={"b": b"2"}, last_seen=now, expires_at=now + 3600)) == 2
+        assert store.apply("7" * 32, Change(set={"c": b"3"}, removed=["a"], last_seen=now, expires_at=now + 3600)) == 2
+        loaded = other.load("7" * 32)
+        assert loaded is not None
+        assert (loaded.data, loaded.user) == ({"b": b"2", "c": b"3"}, "di")
+    finally:
+        store.close()
+        other.close()
+
+
+def test_change_after_a_destroy_elsewhere_is_refused(shared: redis.Redis, prefix: str) -> None:
+    """A change computed from a read of a session that another store then deleted writes nothing."""
+    store, other = _store(prefix), _store(prefix)
+    try:
+        now = shared.time()[0]
+        store.create("6" * 32, _record(now, a=b"1"))
+        assert store.load("6" * 32) is not None
+        assert other.delete("6" * 32)
+        assert store.apply("6" * 32, Change(set={"b": b"2"}, last_seen=now, expires_at=now + 3600)) is None
+        assert not store.touch("6" * 32, now, now + 3600)
+        assert shared.exists(f"{prefix}{{{'6' * 32}}}") == 0
+    finally:
+        store.close()
+        other.close()
+
+
+def test_key_of_another_layout_reads_as_unreadable(shared: redis.Redis, prefix: str) -> None:
+    """A key the store did not write (a hash of an older layout) is an unreadable record, not a crash or a 503."""
+    store = _store(prefix)
+    try:
+        shared.hset(f"{prefix}{{{'5' * 32}}}", "a", "b")
+        with pytest.raises(ValueError, match="not a session record"):
+            store.load("5" * 32)
+        assert store.count(0.0) == 0
+    finally:
+        store.close()
+
+
 def test_load_of_a_large_session(prefix: str) -> None:
-    """A session of 3000 keys, more than one HSET call of the scripts carries, loads back whole."""
+    """A session of 3000 keys is changed and loaded back whole."""
     store = _store(prefix)
     try:
         import time
@@ -270,8 +314,8 @@ def test_keys_of_other_apps_are_not_counted(shared: redis.Redis, prefix: str) ->
         now = time.time()
         store.create("e" * 32, _record(now, user="cy", a=b"1"))
         shared.set(prefix + "other", b"x")
-        shared.hset(f"{prefix}x{{{'f' * 32}}}", "a", "b")
-        shared.hset(f"{prefix[:-1]}*:{{{'f' * 32}}}", "a", "b")
+        shared.set(f"{prefix}x{{{'f' * 32}}}", b"x")
+        shared.set(f"{prefix[:-1]}*:{{{'f' * 32}}}", b"x")
         assert store.count(now) == 1
         assert [k for k, _ in store.sessions(now)] == ["e" * 32]
     finally:

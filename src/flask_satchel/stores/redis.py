@@ -22,40 +22,44 @@ never retried, because that would double the wait.
 
 Layout, and why:
 
-- A session is one hash, ``prefix + "{" + key + "}"``. The braces are a
-  Redis Cluster hash tag: everything about one session lives in one slot, so
-  one Lua script can read and change it atomically on a cluster too.
-- One hash field per session key, holding that key's encoded value, so a
-  request writes only the keys it changed. Metadata sits in the same hash
-  under field names that start with the byte ``0xff``. A session key is a
-  ``str`` stored as UTF-8, and ``0xff`` never occurs in UTF-8, so no session
-  key can ever collide with a metadata field, whatever the app names its
-  keys; and keeping it in the same hash keeps a read to one ``HGETALL``.
-- The record dies by itself: ``PEXPIREAT`` at ``expires_at``. ``cleanup()``
+- A session is one string, ``prefix + "{" + key + "}"``: the whole record
+  (values, times, user, client details) as one msgpack map. The braces are
+  a Redis Cluster hash tag, which keeps the session and its lock in one slot.
+- A read is one ``GET``, the cheapest command Redis has, and one msgspec
+  decode in C. A per-key hash read by a Lua script cost about 25 µs more per
+  request in the script alone, and reading the hash's fields in Python more
+  still.
+- The record dies by itself: ``SET … PXAT`` at ``expires_at``. ``cleanup()``
   has nothing to do; listing and counting still honour ``now``.
-- Changes are Lua scripts, sent by SHA (``EVALSHA``) and loaded only when a
-  server answers that it does not know them (first use, a restart, a
-  failover). redis-py's ``register_script`` does the same for a single
-  command, but in a pipeline it asks ``SCRIPT EXISTS`` every time, a round
-  trip too many. A script refuses to write to a session that is gone, so a
-  late write never brings a destroyed session back.
+- A change is computed in Python from the record as this request read it,
+  and written by a compare-and-set script: it writes only if the session is
+  still exactly the value that was read, and otherwise answers with what is
+  there now, which the change is merged into again. Two overlapping requests
+  that change different keys therefore both survive, and a write to a
+  session that is gone (destroyed, revoked, expired) is refused: no late
+  request brings it back. After the request's own load this is one round
+  trip. Scripts are sent by SHA (``EVALSHA``) and loaded only when a server
+  answers that it does not know them (first use, a restart, a failover).
 - A user's sessions are listed from a set, ``prefix + "user:{" + hash + "}"``,
   in the user's own slot. On a cluster that is another node, so the set is
-  changed by separate commands next to the session's script, never inside
-  it; a set member can therefore be stale, and listing checks every member
-  against its record and drops the ones that are gone or belong to someone
-  else now.
+  changed by separate commands next to the session's own, never atomically
+  with it; a set member can therefore be stale, and listing checks every
+  member against its record and drops the ones that are gone or belong to
+  someone else now.
 - ``SESSION_LOCKING`` takes ``prefix + "lock:{" + key + "}"`` with ``SET NX PX``:
   a lease in the session's slot that lapses by itself if its holder dies,
   released by a script that deletes it only for the token that holds it.
-- A request's script (with a login's index commands) goes over the store's
+- A request's command (with a login's index commands) goes over the store's
   own pooled sockets (``_resp``) when the client is a plain ``redis.Redis``
   they can stand in for: redis-py's Python costs about as much as the round
   trip. Listings, scans and every other client use redis-py.
+
+It needs Redis 6.2 or later (``SET … PXAT``, ``GETDEL``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import typing as t
@@ -78,7 +82,7 @@ from redis.sentinel import Sentinel
 
 from ..errors import ConfigError, StoreUnavailable
 from . import _resp
-from .base import Change, Record
+from .base import Change, LastRead, Record, merge
 
 if t.TYPE_CHECKING:
     from ..settings import Settings
@@ -103,133 +107,26 @@ _DOWN: tuple[type[BaseException], ...] = (
     ReadOnlyError,
 )
 
-# Metadata fields: 0xff starts no UTF-8 sequence, so no session key can be one.
-_CREATED = b"\xffcreated_at"
-_SEEN = b"\xfflast_seen"
-_EXPIRES = b"\xffexpires_at"
-_PERMANENT = b"\xffpermanent"
-_USER = b"\xffuser"
-_CLIENT = b"\xffclient"
-_META = (_CREATED, _SEEN, _EXPIRES, _PERMANENT, _USER, _CLIENT)
-
 _encode = msgspec.msgpack.Encoder().encode
-_decode_client = msgspec.msgpack.Decoder(dict[str, str]).decode
+_decode = msgspec.msgpack.Decoder(Record).decode
 
-# Every record holds all six metadata fields, so HLEN - 6 is its key count.
-# Lua reads "\255" as the byte 0xff.
-_LUA_HSET = """
--- HSET of ARGV[first..last] (field/value pairs) and then of the pairs in
--- extra, in as few calls as possible: one, unless there are more than 1000
--- values, the most this sends through Lua's unpack() at once.
-local function hset(key, first, last, extra)
-  local args = {}
-  local function add(value)
-    args[#args + 1] = value
-    if #args == 1000 then
-      redis.call('HSET', key, unpack(args))
-      args = {}
-    end
-  end
-  for i = first, last do add(ARGV[i]) end
-  for i = 1, #extra do add(extra[i]) end
-  if #args > 0 then redis.call('HSET', key, unpack(args)) end
-end
-"""
+#: After this many compare-and-set attempts lost to other writers of the same
+#: session, a change gives up with a 503. Every lost attempt is another
+#: request's win, so this only trips under a storm of writes to one session.
+_ATTEMPTS = 50
 
-#: KEYS[1] the session. Returns nil when there is none, else one msgpack
-#: array (see ``_Packed``): the six metadata values in ``_META`` order (bin,
-#: or nil when missing), then a map of session key to value (both bin: a key
-#: name is UTF-8 with ``surrogatepass``, not always strict UTF-8).
-#: Why a script for a read: redis-py parses replies in Python, one call per
-#: element, so an HGETALL of a 10-key session (32 elements with the metadata)
-#: costs far more CPU than the round trip itself; one bulk string that
-#: msgspec decodes in C costs about what a GET does.
-_LOAD = """
-local fields = redis.call('HGETALL', KEYS[1])
-if #fields == 0 then return false end
-local meta, data = {}, {}
-for i = 1, #fields, 2 do
-  local name, value = fields[i], fields[i + 1]
-  if string.byte(name) == 255 then
-    meta[name] = value
-  else
-    data[#data + 1] = struct.pack('>BI4', 0xc6, #name) .. name .. struct.pack('>BI4', 0xc6, #value) .. value
-  end
+#: KEYS[1] the session; ARGV[1] the value the change was computed from,
+#: ARGV[2] the new value ("" deletes), ARGV[3] its expiry in ms.
+#: Returns 1 when written; else what is there now: nil when the session is
+#: gone, or the value another request wrote since, to merge into again.
+_COMPARE_AND_SET = """
+local current = redis.call('GET', KEYS[1])
+if current ~= ARGV[1] then return current end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
 end
-local out = {'\\151'}
-local order = {
-  '\\255created_at', '\\255last_seen', '\\255expires_at', '\\255permanent', '\\255user', '\\255client'
-}
-for _, name in ipairs(order) do
-  local value = meta[name]
-  out[#out + 1] = value and struct.pack('>BI4', 0xc6, #value) .. value or '\\192'
-end
-out[#out + 1] = struct.pack('>BI4', 0xdf, #data)
-return table.concat(out) .. table.concat(data)
-"""
-
-#: KEYS[1] the session; ARGV[1] expiry in ms, then field/value pairs.
-_CREATE = (
-    _LUA_HSET
-    + """
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('DEL', KEYS[1]) end
-hset(KEYS[1], 2, #ARGV, {})
-redis.call('PEXPIREAT', KEYS[1], ARGV[1])
-return 1
-"""
-)
-
-#: KEYS[1] the session; ARGV: last_seen, expires_at, expiry in ms, permanent,
-#: user changed (0/1), user field, client changed (0/1), client field, number
-#: of set pairs, the pairs, then the removed fields.
-#: Returns nil when the session is gone, else {key count, previous user field}.
-#:
-#: The changed keys and the metadata go in one HSET. last_seen, expires_at and
-#: the TTL move only forward: a change that does not refresh them (the
-#: common case inside the refresh interval) leaves them and the TTL alone,
-#: and one from a request that loaded the record before another request
-#: refreshed it cannot shorten the session again.
-_APPLY = (
-    _LUA_HSET
-    + """
-local key = KEYS[1]
-local stored = redis.call('HMGET', key, '\\255last_seen', '\\255user')
-if not stored[1] then return false end
-local last = 9 + 2 * tonumber(ARGV[9])
-for i = last + 1, #ARGV, 1000 do
-  redis.call('HDEL', key, unpack(ARGV, i, math.min(i + 999, #ARGV)))
-end
-if last == 9 and redis.call('HLEN', key) <= 6 then
-  redis.call('DEL', key)
-  return {0, stored[2]}
-end
-local meta = {'\\255permanent', ARGV[4]}
-local refresh = tonumber(ARGV[1]) > tonumber(stored[1])
-if refresh then
-  meta[#meta + 1] = '\\255last_seen'
-  meta[#meta + 1] = ARGV[1]
-  meta[#meta + 1] = '\\255expires_at'
-  meta[#meta + 1] = ARGV[2]
-end
-if ARGV[5] == '1' then
-  meta[#meta + 1] = '\\255user'
-  meta[#meta + 1] = ARGV[6]
-end
-if ARGV[7] == '1' then
-  meta[#meta + 1] = '\\255client'
-  meta[#meta + 1] = ARGV[8]
-end
-hset(key, 10, last, meta)
-if refresh then redis.call('PEXPIREAT', key, ARGV[3]) end
-return {redis.call('HLEN', key) - 6, stored[2]}
-"""
-)
-
-#: KEYS[1] the session; ARGV: last_seen, expires_at, expiry in ms. 1 if touched.
-_TOUCH = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], '\\255last_seen', ARGV[1], '\\255expires_at', ARGV[2])
-redis.call('PEXPIREAT', KEYS[1], ARGV[3])
 return 1
 """
 
@@ -238,27 +135,6 @@ _UNLOCK = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 return redis.call('DEL', KEYS[1])
 """
-
-#: KEYS[1] the session. Returns {1 if deleted, user field}.
-_DELETE = """
-local user = redis.call('HGET', KEYS[1], '\\255user')
-return {redis.call('DEL', KEYS[1]), user}
-"""
-
-
-class _Packed(msgspec.Struct, array_like=True):
-    """What the load script returns, decoded by msgspec in one C call."""
-
-    created_at: bytes | None
-    last_seen: bytes | None
-    expires_at: bytes | None
-    permanent: bytes | None
-    user: bytes | None
-    client: bytes | None
-    data: dict[bytes, bytes]
-
-
-_unpack = msgspec.msgpack.Decoder(_Packed).decode
 
 
 class _Script:
@@ -269,51 +145,23 @@ class _Script:
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
 
-_SCRIPTS = {
-    name: _Script(source)
-    for name, source in [
-        ("load", _LOAD),
-        ("create", _CREATE),
-        ("apply", _APPLY),
-        ("touch", _TOUCH),
-        ("delete", _DELETE),
-        ("unlock", _UNLOCK),
-    ]
-}
+_SCRIPTS = {"compare_and_set": _Script(_COMPARE_AND_SET), "unlock": _Script(_UNLOCK)}
 
 
 def _ms(timestamp: float) -> int:
     return int(timestamp * 1000)
 
 
-def _user_field(user: str | None) -> bytes:
-    # "" would be a user too: a leading "=" tells a user from no user.
-    return b"" if user is None else b"=" + user.encode()
+def _refreshed(record: Record, change: Change) -> Record:
+    """``change`` merged into ``record``; ``last_seen`` and the expiry only ever move forward.
 
-
-def _user_of(field: bytes | None) -> str | None:
-    return field[1:].decode() if field else None
-
-
-def _field(name: str) -> bytes:
-    # surrogatepass: any Python str becomes bytes, and still never holds 0xff.
-    return name.encode("utf-8", "surrogatepass")
-
-
-def _metadata(values: t.Sequence[bytes | None], data: dict[str, bytes] | None = None) -> Record:
-    """A record from the six metadata values, in ``_META`` order."""
-    created, seen, expires, permanent, user, client = values
-    if created is None or seen is None or expires is None:
-        raise ValueError("the session hash has no metadata")
-    return Record(
-        data=data or {},
-        created_at=float(created),
-        last_seen=float(seen),
-        expires_at=float(expires),
-        permanent=permanent == b"1",
-        user=_user_of(user),
-        client=_decode_client(client) if client else None,
-    )
+    A request that loaded the record before another one refreshed it still
+    carries the older times, and must not shorten the session again.
+    """
+    new = merge(record, change)
+    if record.last_seen > change.last_seen:
+        new.last_seen, new.expires_at = record.last_seen, record.expires_at
+    return new
 
 
 def _glob_escape(text: str) -> str:
@@ -454,7 +302,7 @@ def _check_client(client: t.Any) -> None:
 
 
 class RedisStore:
-    """Records in Redis hashes with native expiry; changes are Lua scripts."""
+    """Records as Redis strings with native expiry; changes are compare-and-set scripts."""
 
     def __init__(
         self,
@@ -479,7 +327,9 @@ class RedisStore:
         #: Plain sockets for the single scripts of a request, when the client
         #: is one that they can stand in for (see ``_resp``); else None.
         self._fast = None if isinstance(client, _LazyCluster) else _resp.for_client(client)
-        # A hash key is the prefix, "{", 32 hex digits of the handle and "}".
+        #: What this thread's last load read (bytes and record), for the compare-and-set of its change.
+        self._read: LastRead[tuple[bytes, Record]] = LastRead()
+        # A session key is the prefix, "{", 32 hex digits of the handle and "}".
         self._pattern = _glob_escape(prefix) + "{" + "[0-9a-f]" * 32 + "}"
 
     @classmethod
@@ -530,28 +380,33 @@ class RedisStore:
     def _index(self, user: str) -> str:
         return f"{self.prefix}user:{{{hashlib.sha256(user.encode()).hexdigest()[:32]}}}"
 
+    def _send(self, command: tuple[t.Any, ...], before: t.Sequence[tuple[t.Any, ...]] = ()) -> t.Any:
+        """Send ``command`` on the key it names, after ``before``, in one round trip; its reply."""
+        with _UNAVAILABLE:
+            if self._fast is not None:
+                return self._fast.pipeline([*before, command])[-1]
+            client = self.client
+            if not before:
+                return client.execute_command(*command)
+            pipe = client.pipeline(transaction=False)
+            for other in before:
+                pipe.execute_command(*other)
+            # execute_command: a cluster pipeline blocks its evalsha() method, not the command.
+            pipe.execute_command(*command)
+            return pipe.execute()[-1]
+
     def _run(self, name: str, key: str, args: t.Sequence[t.Any], before: t.Sequence[tuple[t.Any, ...]] = ()) -> t.Any:
         """Run a script on the Redis key ``key``, after ``before`` commands, in one round trip."""
         script = _SCRIPTS[name]
-        client = self.client
-        with _UNAVAILABLE:
-            for attempt in (1, 2):
-                try:
-                    if self._fast is not None:
-                        return self._fast.pipeline([*before, ("EVALSHA", script.sha, 1, key, *args)])[-1]
-                    if not before:
-                        return client.evalsha(script.sha, 1, key, *args)
-                    pipe = client.pipeline(transaction=False)
-                    for command in before:
-                        pipe.execute_command(*command)
-                    # execute_command: a cluster pipeline blocks its evalsha() method, not the command.
-                    pipe.execute_command("EVALSHA", script.sha, 1, key, *args)
-                    return pipe.execute()[-1]
-                except NoScriptError:
-                    if attempt == 2:
-                        raise
-                    client.script_load(script.source)  # on every master of a cluster
-        raise AssertionError("unreachable")  # pragma: no cover
+        try:
+            return self._send(("EVALSHA", script.sha, 1, key, *args), before)
+        except NoScriptError:
+            with _UNAVAILABLE:
+                if self._fast is not None:
+                    self._fast.pipeline([("SCRIPT", "LOAD", script.source)])
+                else:
+                    self.client.script_load(script.source)  # on every master of a cluster
+            return self._send(("EVALSHA", script.sha, 1, key, *args), before)
 
     def _add_to_index(self, user: str, key: str) -> list[tuple[t.Any, ...]]:
         index = self._index(user)
@@ -577,14 +432,17 @@ class RedisStore:
         with _UNAVAILABLE:
             pipe = self.client.pipeline(transaction=False)
             for key in keys:
-                pipe.hmget(self._key(key), _META)
-            rows = pipe.execute()
+                pipe.get(self._key(key))
+            values = pipe.execute(raise_on_error=False)
         records: list[Record | None] = []
-        for row in rows:
+        for value in values:
             try:
-                records.append(_metadata(row))
-            except (ValueError, TypeError):  # gone, or unreadable: not a live session
+                record = _decode(value)
+            except (ValueError, TypeError):  # gone, of another layout, unreadable: not a live session
                 records.append(None)
+                continue
+            record.data = {}
+            records.append(record)
         return records
 
     def _scan(self) -> t.Iterator[list[str]]:
@@ -603,75 +461,75 @@ class RedisStore:
     # The Store protocol ------------------------------------------------------------
 
     def load(self, key: str) -> Record | None:
-        packed = self._run("load", self._key(key), ())
-        if packed is None:
+        try:
+            value = self._send(("GET", self._key(key)))
+        except redis.ResponseError as e:  # WRONGTYPE: a key this layout did not write
+            raise ValueError(f"not a session record: {e}") from e
+        if value is None:
             return None
-        record = _unpack(packed)
-        return _metadata(
-            (record.created_at, record.last_seen, record.expires_at, record.permanent, record.user, record.client),
-            {name.decode("utf-8", "surrogatepass"): value for name, value in record.data.items()},
-        )
+        record = _decode(value)
+        self._read.keep(key, (value, record))
+        return record
 
     def create(self, key: str, record: Record) -> None:
-        args: list[t.Any] = [
-            _ms(record.expires_at),
-            _CREATED,
-            repr(record.created_at),
-            _SEEN,
-            repr(record.last_seen),
-            _EXPIRES,
-            repr(record.expires_at),
-            _PERMANENT,
-            b"1" if record.permanent else b"0",
-            _USER,
-            _user_field(record.user),
-            _CLIENT,
-            b"" if record.client is None else _encode(record.client),
-        ]
-        for name, value in record.data.items():
-            args += (_field(name), value)
         before = self._add_to_index(record.user, key) if record.user is not None else []
-        self._run("create", self._key(key), args, before)
+        self._send(("SET", self._key(key), _encode(record), "PXAT", _ms(record.expires_at)), before)
+
+    def _update(
+        self, key: str, edit: t.Callable[[Record], Record], before: t.Sequence[tuple[t.Any, ...]] = ()
+    ) -> tuple[Record, Record] | None:
+        """Write ``edit(record)`` over the record, if it is still the one edited: (old, new), or None if gone.
+
+        The first attempt starts from what this thread's last ``load`` of
+        the key read, so a request's change costs one round trip.
+        """
+        name = self._key(key)
+        read = self._read.take(key)  # the interface never mutates a loaded record
+        value = self._send(("GET", name)) if read is None else read[0]
+        for _ in range(_ATTEMPTS):
+            if value is None:
+                return None
+            old = _decode(value) if read is None else read[1]
+            read = None
+            new = edit(old)
+            written = _encode(new) if new.data else b""
+            value = self._run("compare_and_set", name, [value, written, _ms(new.expires_at)], before)
+            if value == 1:
+                return old, new
+            before = ()
+        raise StoreUnavailable(f"Redis session store: {_ATTEMPTS} writes to one session in a row lost to others")
 
     def apply(self, key: str, change: Change) -> int | None:
-        args: list[t.Any] = [
-            repr(change.last_seen),
-            repr(change.expires_at),
-            _ms(change.expires_at),
-            b"1" if change.permanent else b"0",
-            b"1" if change.user_changed else b"0",
-            _user_field(change.user),
-            b"0" if change.client is None else b"1",
-            b"" if change.client is None else _encode(change.client),
-            len(change.set),
-        ]
-        for name, value in change.set.items():
-            args += (_field(name), value)
-        args += (_field(name) for name in change.removed)
         joins = change.user if change.user_changed else None
         before = self._add_to_index(joins, key) if joins is not None else []
-        result = self._run("apply", self._key(key), args, before)
+        result = self._update(key, lambda record: _refreshed(record, change), before)
         if result is None:
             return None
-        count, previous = int(result[0]), _user_of(result[1])
-        user = change.user if change.user_changed else previous
+        old, new = result
+        count = len(new.data)
         stale = set()
-        if previous is not None and (count == 0 or user != previous):
-            stale.add(previous)
+        if old.user is not None and (count == 0 or new.user != old.user):
+            stale.add(old.user)
         if joins is not None and count == 0:
             stale.add(joins)
         self._drop_from_index(stale, key)
         return count
 
     def touch(self, key: str, last_seen: float, expires_at: float) -> bool:
-        return bool(self._run("touch", self._key(key), [repr(last_seen), repr(expires_at), _ms(expires_at)]))
+        def edit(record: Record) -> Record:
+            return msgspec.structs.replace(record, last_seen=last_seen, expires_at=expires_at)
+
+        return self._update(key, edit) is not None
 
     def delete(self, key: str) -> bool:
-        deleted, user = self._run("delete", self._key(key), [])
-        user = _user_of(user)
-        if user is not None:
-            self._drop_from_index([user], key)
-        return bool(deleted)
+        value = self._send(("GETDEL", self._key(key)))
+        if value is None:
+            return False
+        with contextlib.suppress(ValueError, TypeError):
+            user = _decode(value).user
+            if user is not None:
+                self._drop_from_index([user], key)
+        return True
 
     def sessions(self, now: float, user: str | None = None) -> list[tuple[str, Record]]:
         if user is None:
