@@ -143,6 +143,26 @@ def test_periodic_cleanup(tmp_path: t.Any) -> None:
     assert client.get("/get").text == "'a'"
 
 
+def test_idle_timeout_follows_the_lifetime_set_at_run_time(tmp_path: t.Any) -> None:
+    """PERMANENT_SESSION_LIFETIME is read per request: shortening it expires a session idle longer."""
+    app = make_app(tmp_path, SESSION_TYPE="memory", SESSION_PERMANENT=True)
+    app.permanent_session_lifetime = dt.timedelta(hours=1)
+    interface = app.session_interface
+    now = [time.time()]
+    interface.now = lambda: now[0]  # type: ignore[attr-defined]
+    client = app.test_client()
+    client.get("/set/kept")
+    now[0] += 120
+    assert client.get("/get").text == "'kept'"  # two minutes idle, inside an hour
+    app.config["PERMANENT_SESSION_LIFETIME"] = 60  # seconds, as Flask also accepts
+    now[0] += 120
+    assert client.get("/get").text == "None"  # two minutes idle, past one
+    app.permanent_session_lifetime = dt.timedelta(hours=1)
+    client.get("/set/again")
+    now[0] += 120
+    assert client.get("/get").text == "'again'"
+
+
 def test_serialization_error_names_the_type(tmp_path: t.Any) -> None:
     """Storing a value that would need pickle fails like Flask's serializer does, naming the type."""
     app = make_app(tmp_path, SESSION_TYPE="memory")

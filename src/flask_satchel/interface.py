@@ -124,14 +124,18 @@ class SatchelSessionInterface(SessionInterface):
             )
             return
         key = ids.key_of(sid)
-        if self.settings.locking:
+        settings = self.settings
+        if settings.locking:
             self._guard(session, self._acquire, session, key)
         try:
-            record = self._guard(session, self.store.load, key)
+            record = self.store.load(key)
+        except StoreUnavailable:
+            session._broken = True
+            raise
         except (ValueError, TypeError) as e:  # msgspec.DecodeError is a ValueError
             security_log.warning("Unreadable session record %s, starting a new session: %s", key, e)
             return
-        if record is None and self.settings.rotate_interval is not None:
+        if record is None and settings.rotate_interval is not None:
             forwarded = self._guard(session, self._follow, key)
             if forwarded is not None:  # a sid rotated moments ago, still in its grace window
                 key, record = forwarded
@@ -149,7 +153,7 @@ class SatchelSessionInterface(SessionInterface):
         session._stored = True
         session._permanent = record.permanent
         session._new = False
-        if session._key is None and self._rotation_due(record, now):
+        if settings.rotate_interval is not None and session._key is None and self._rotation_due(record, now):
             self._guard(session, self._rotate, session, key, record, now)
 
     def _import_flask_cookie(self, app: Flask, session: ServerSession, value: str) -> bool:
@@ -345,7 +349,8 @@ class SatchelSessionInterface(SessionInterface):
             _make_unavailable(response, e)
             return
         finally:
-            self.release(session)
+            if session._lock is not None:
+                self.release(session)
         n = self.settings.cleanup_n_requests
         if n is not None and next(self._saves) % n == 0:
             try:
@@ -534,9 +539,23 @@ class SatchelSessionInterface(SessionInterface):
 
 
 def _idle_seconds(app: Flask) -> float:
-    """``PERMANENT_SESSION_LIFETIME`` in seconds, read from the config on each request as Flask does."""
+    """``PERMANENT_SESSION_LIFETIME`` in seconds, read from the config on each request as Flask does.
+
+    The conversion is remembered for the value it was made from (timedeltas
+    and numbers are immutable, so the same object means the same seconds);
+    it cost more than the rest of the expiry check.
+    """
+    global _idle_memo
     lifetime = app.config["PERMANENT_SESSION_LIFETIME"]
-    return lifetime.total_seconds() if isinstance(lifetime, dt.timedelta) else float(lifetime)
+    memo = _idle_memo
+    if memo[0] is lifetime:
+        return memo[1]
+    seconds = lifetime.total_seconds() if isinstance(lifetime, dt.timedelta) else float(lifetime)
+    _idle_memo = (lifetime, seconds)
+    return seconds
+
+
+_idle_memo: tuple[object, float] = (object(), 0.0)
 
 
 @functools.lru_cache(maxsize=8)
