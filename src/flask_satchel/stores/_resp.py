@@ -191,7 +191,7 @@ class Connections:
         self._hello = [(command[0], _pack(command)) for command in hello]
         # list.pop() and list.append() are atomic: no lock on the hot path.
         self._idle: list[_Socket] = []
-        self._pid = os.getpid()
+        _LIVE.add(self)
         # A store handed an app's own client is often never closed: its
         # sockets are then closed when it is collected, not leaked.
         weakref.finalize(self, _close_all, self._idle)
@@ -225,9 +225,6 @@ class Connections:
 
     def _take(self) -> tuple[_Socket, bool]:
         """A socket to use, and whether it was pooled (so may have died while idle)."""
-        if os.getpid() != self._pid:  # forked: the parent's sockets are not ours to share
-            self._pid = os.getpid()
-            _close_all(self._idle)  # the child's copies only; the parent's stay open
         now = time.monotonic()
         while self._idle:
             try:
@@ -291,6 +288,24 @@ def _as_redis_error(error: BaseException, address: tuple[str, int] | str) -> red
     if isinstance(error, OSError):
         return redis.ConnectionError(f"Redis at {address}: {error}")
     return None
+
+
+#: Every pool of this process, for the fork hook below.
+_LIVE: weakref.WeakSet[Connections] = weakref.WeakSet()
+
+
+def _forget_parent_sockets() -> None:
+    """In a forked child (gunicorn's workers): the parent's sockets are not ours to share.
+
+    Closing the child's copies leaves the parent's open. A hook rather than a
+    ``getpid()`` on every command, which is a system call each time.
+    """
+    for pool in list(_LIVE):
+        _close_all(pool._idle)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_parent_sockets)
 
 
 def _close_all(idle: list[_Socket]) -> None:
