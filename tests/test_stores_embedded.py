@@ -89,6 +89,40 @@ def _one_record(tmp_path: t.Any, key: str, data: dict[str, bytes]) -> tuple[File
     return store, now
 
 
+@pytest.mark.parametrize("meanwhile", ["replaced", "deleted"])
+def test_filesystem_change_waiting_on_the_lock_follows_the_path(tmp_path: t.Any, meanwhile: str) -> None:
+    """A change that waited on the lock of a file since renamed over or deleted goes to what the path names now."""
+    key = "cd" * 16
+    store, now = _one_record(tmp_path, key, {"a": b"old"})
+    path = store._path(key)
+    holder = os.open(path, os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # another writer, mid-change
+    results: list[int | None] = []
+    waiter = threading.Thread(
+        target=lambda: results.append(store.apply(key, Change(set={"b": b"2"}, last_seen=now, expires_at=now + 60)))
+    )
+    waiter.start()
+    time.sleep(0.1)  # the change is now waiting on the lock of the old file
+    assert waiter.is_alive()
+    if meanwhile == "replaced":
+        other = FileSystemStore(str(tmp_path / "other"))
+        other.create(key, Record(data={"a": b"new"}, created_at=now, last_seen=now, expires_at=now + 60))
+        os.replace(other._path(key), path)
+    else:
+        os.unlink(path)
+    os.close(holder)  # releases the old file's lock
+    waiter.join(5)
+    record = store.load(key)
+    if meanwhile == "replaced":
+        assert results == [2]
+        assert record is not None
+        assert record.data == {"a": b"new", "b": b"2"}
+    else:
+        assert results == [None]
+        assert record is None
+        assert not os.path.exists(path)
+
+
 def test_filesystem_change_is_written_in_place(tmp_path: t.Any) -> None:
     """A change locks, reads and writes the record through one descriptor: one open, no rename, same file."""
     key = "ab" * 16

@@ -215,10 +215,12 @@ class FileSystemStore:
 
         The lock is an ``flock`` on the record file itself, not on a lock
         file beside it, and the record is read and written through the
-        locked descriptor: one open for all three. A delete or a new record
-        replaces the file (a new inode), so once the path is seen to still
-        name the locked file, what that descriptor reads is the current
-        record, and what it writes is seen by the next reader.
+        locked descriptor: one open for all three. A delete unlinks the file
+        and a new record is renamed over it, and the store never makes a
+        second link, so a locked file that still has a link is the one its
+        path names: what the descriptor reads is the current record, and
+        what it writes is seen by the next reader. (``fstat`` of the
+        descriptor answers that without a second walk of the path.)
         """
         path = self._path(key)
         while True:
@@ -229,23 +231,16 @@ class FileSystemStore:
                 return
             try:
                 self._flock(fd, fcntl.LOCK_EX, path)
-                try:
-                    current = os.stat(path).st_ino
-                except FileNotFoundError:
-                    current = None
-                if current == os.fstat(fd).st_ino:
+                if os.fstat(fd).st_nlink:
                     raw = _read_all(fd)
                     payload = _unframe(raw)
                     if payload is None:  # torn by a writer that died mid-write, or by a power cut
                         raise ValueError(f"session file {path!r} is damaged: its checksum does not match")
                     yield _Held(path, fd, len(raw), raw[:1] != _MARK, _decode(payload))
                     return
-                if current is None:
-                    yield None
-                    return
             finally:
                 os.close(fd)  # releases the lock
-            # The file was replaced while we waited: lock the new one.
+            # Deleted or replaced while we waited: lock whatever the path names now.
 
     def _replace(self, held: _Held, record: Record) -> None:
         """Write ``record`` to the locked file: in place, or by a rename over a file of before frames."""
