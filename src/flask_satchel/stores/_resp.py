@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import os
 import socket
-import struct
-import sys
 import time
 import typing as t
 import weakref
@@ -36,6 +34,8 @@ from redis.exceptions import (
     ReadOnlyError,
     ResponseError,
 )
+
+from . import _net
 
 #: Settings of a redis-py pool that these sockets reproduce.
 _USED = frozenset({"host", "port", "path", "db", "username", "password", "socket_timeout", "socket_connect_timeout"})
@@ -208,7 +208,7 @@ class Connections:
             else:
                 sock = socket.create_connection(self.address, timeout=self.connect_timeout)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            _set_timeout(sock, self.timeout)
+            _net.set_timeout(sock, self.timeout)
             conn = _Socket(sock)
             if self._hello:
                 sock.sendall(b"".join(packed for _, packed in self._hello))
@@ -283,29 +283,9 @@ class Connections:
         _close_all(self._idle)
 
 
-def _set_timeout(sock: socket.socket, timeout: float | None) -> None:
-    """Bound every send and receive on ``sock`` by ``timeout`` seconds (None: wait for ever).
-
-    Where it can, the kernel keeps the timeout (``SO_RCVTIMEO``,
-    ``SO_SNDTIMEO``) on a blocking socket: a Python socket timeout makes
-    each ``send`` and ``recv`` a ``poll`` first, two more system calls a
-    round trip, about 2 µs of CPU each time on the benchmark machine. A
-    receive that times out then fails with ``EAGAIN`` (``BlockingIOError``),
-    which ``_as_redis_error`` reports as the timeout it is.
-    """
-    if timeout is None or sys.platform == "win32":  # Windows takes milliseconds, not a timeval
-        sock.settimeout(timeout)
-        return
-    micros = max(1, round(timeout * 1e6))  # an all-zero timeval means no timeout at all
-    timeval = struct.pack("ll", *divmod(micros, 1_000_000))
-    sock.settimeout(None)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
-
-
 def _as_redis_error(error: BaseException, address: tuple[str, int] | str) -> redis.RedisError | None:
     """A socket error as redis-py would raise it; None for anything else (raised as it is)."""
-    if isinstance(error, (TimeoutError, BlockingIOError)):
+    if isinstance(error, (TimeoutError, BlockingIOError)):  # BlockingIOError: a kernel timeout (_net)
         return redis.TimeoutError(f"Redis at {address} did not answer in time: {error}")
     if isinstance(error, OSError):
         return redis.ConnectionError(f"Redis at {address}: {error}")

@@ -72,6 +72,7 @@ from pymemcache.client.hash import HashClient
 from pymemcache.exceptions import MemcacheServerError, MemcacheUnexpectedCloseError, MemcacheUnknownError
 
 from ..errors import ConfigError, NotSupported, StoreUnavailable
+from . import _net
 from .base import Change, LastRead, Record, merge
 
 if t.TYPE_CHECKING:
@@ -165,6 +166,8 @@ class _Server:
                 return self._run(method, args, kwargs)
             except _CLOSED as e:
                 closed = e
+            except BlockingIOError as e:  # the kernel's timeout on our sockets (_net)
+                raise StoreUnavailable(f"memcached {self.name} did not answer in time") from e
             except _DOWN as e:
                 raise StoreUnavailable(f"memcached {self.name} is unavailable: {e!r}") from e
             if retries is None:
@@ -251,6 +254,8 @@ def _connect(servers: list[tuple[str, int]], timeout: float) -> t.Any:
         "timeout": timeout,
         "no_delay": True,
         "default_noreply": False,
+        # The kernel keeps the timeout: no poll() before each send and receive.
+        "socket_module": _net.kernel_timeout_module(),
     }
     if len(servers) == 1:
         return PooledClient(servers[0], **options)
