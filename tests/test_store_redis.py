@@ -22,7 +22,9 @@ from conftest import ServerProcess, require
 from flask import Flask, session
 
 from flask_satchel import ConfigError, Session
+from flask_satchel.errors import StoreUnavailable
 from flask_satchel.settings import Settings
+from flask_satchel.stores import redis as redis_store
 from flask_satchel.stores.base import Change, Record
 from flask_satchel.stores.redis import RedisStore
 from flask_satchel.testing import AppContract, StoreContract
@@ -251,6 +253,27 @@ def test_change_after_a_destroy_elsewhere_is_refused(shared: redis.Redis, prefix
         assert store.apply("6" * 32, Change(set={"b": b"2"}, last_seen=now, expires_at=now + 3600)) is None
         assert not store.touch("6" * 32, now, now + 3600)
         assert shared.exists(f"{prefix}{{{'6' * 32}}}") == 0
+    finally:
+        store.close()
+        other.close()
+
+
+def test_change_that_keeps_losing_gives_up_with_unavailable(
+    shared: redis.Redis, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A change that loses every compare-and-set it is allowed is a StoreUnavailable (a 503), never a blind write."""
+    monkeypatch.setattr(redis_store, "_ATTEMPTS", 1)
+    store, other = _store(prefix), _store(prefix)
+    try:
+        now = shared.time()[0]
+        store.create("4" * 32, _record(now, a=b"1"))
+        assert store.load("4" * 32) is not None
+        assert other.apply("4" * 32, Change(set={"b": b"2"}, last_seen=now, expires_at=now + 3600)) == 2
+        with pytest.raises(StoreUnavailable, match="lost to others"):
+            store.apply("4" * 32, Change(set={"c": b"3"}, last_seen=now, expires_at=now + 3600))
+        loaded = other.load("4" * 32)
+        assert loaded is not None
+        assert loaded.data == {"a": b"1", "b": b"2"}
     finally:
         store.close()
         other.close()
