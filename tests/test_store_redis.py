@@ -280,13 +280,15 @@ def test_change_that_keeps_losing_gives_up_with_unavailable(
 
 
 def test_key_of_another_layout_reads_as_unreadable(shared: redis.Redis, prefix: str) -> None:
-    """A key the store did not write (a hash of an older layout) is an unreadable record, not a crash or a 503."""
+    """A key of another type (a hash of an older layout) reads as unreadable, is not counted, and can be deleted."""
     store = _store(prefix)
     try:
         shared.hset(f"{prefix}{{{'5' * 32}}}", "a", "b")
         with pytest.raises(ValueError, match="not a session record"):
             store.load("5" * 32)
         assert store.count(0.0) == 0
+        assert store.delete("5" * 32)  # revoking it still removes it
+        assert shared.exists(f"{prefix}{{{'5' * 32}}}") == 0
     finally:
         store.close()
 

@@ -152,6 +152,11 @@ def _ms(timestamp: float) -> int:
     return int(timestamp * 1000)
 
 
+def _wrong_type(error: redis.ResponseError) -> bool:
+    """Whether Redis refused a command because the key holds another type: a key of an older layout."""
+    return str(error).startswith("WRONGTYPE")
+
+
 def _refreshed(record: Record, change: Change) -> Record:
     """``change`` merged into ``record``; ``last_seen`` and the expiry only ever move forward.
 
@@ -463,7 +468,9 @@ class RedisStore:
     def load(self, key: str) -> Record | None:
         try:
             value = self._send(("GET", self._key(key)))
-        except redis.ResponseError as e:  # WRONGTYPE: a key this layout did not write
+        except redis.ResponseError as e:
+            if not _wrong_type(e):
+                raise
             raise ValueError(f"not a session record: {e}") from e
         if value is None:
             return None
@@ -522,7 +529,13 @@ class RedisStore:
         return self._update(key, edit) is not None
 
     def delete(self, key: str) -> bool:
-        value = self._send(("GETDEL", self._key(key)))
+        name = self._key(key)
+        try:
+            value = self._send(("GETDEL", name))
+        except redis.ResponseError as e:
+            if not _wrong_type(e):
+                raise
+            return bool(self._send(("DEL", name)))  # not a record of this layout: it goes all the same
         if value is None:
             return False
         with contextlib.suppress(ValueError, TypeError):
