@@ -289,6 +289,20 @@ class StoreContract:
         assert store.unlock(key, "crashed") is False
         assert store.unlock(key, "next") is True
 
+    def test_late_change_never_shortens_the_session(self, store: Store) -> None:
+        """A change from a request that read the record before another one refreshed it keeps the newer expiry."""
+        now = time.time()
+        key = _key()
+        store.create(key, _record(now - 100, a=b"1"))
+        assert store.load(key) is not None  # this request's read, before the refresh below
+        assert store.touch(key, now, now + 1200)  # another request refreshed the session
+        late = Change(set={"b": b"2"}, last_seen=now - 100, expires_at=now + 3500)
+        assert store.apply(key, late) == 2
+        loaded = store.load(key)
+        assert loaded is not None
+        assert (loaded.last_seen, loaded.expires_at) == (now, now + 1200)
+        assert loaded.data == {"a": b"1", "b": b"2"}
+
     def test_concurrent_changes_all_survive(self, store: Store) -> None:
         """32 overlapping changes to different keys of one record are all kept."""
         now = time.time()

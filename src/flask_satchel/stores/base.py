@@ -57,17 +57,30 @@ class Change(msgspec.Struct, kw_only=True):
     client: dict[str, str] | None = None
 
 
+def times_after(change: Change, last_seen: float, expires_at: float) -> tuple[float, float]:
+    """``last_seen`` and ``expires_at`` of a record with ``last_seen``/``expires_at`` once ``change`` is applied.
+
+    They only move forward: a request that read the record before another
+    request refreshed it still carries the older times, and its change
+    must not shorten the session again.
+    """
+    if change.last_seen >= last_seen:
+        return change.last_seen, change.expires_at
+    return last_seen, expires_at
+
+
 def merge(record: Record, change: Change) -> Record:
     """Return ``record`` with ``change`` applied; for stores that merge in Python."""
     data = dict(record.data)
     for key in change.removed:
         data.pop(key, None)
     data.update(change.set)
+    last_seen, expires_at = times_after(change, record.last_seen, record.expires_at)
     return Record(
         data=data,
         created_at=record.created_at,
-        last_seen=change.last_seen,
-        expires_at=change.expires_at,
+        last_seen=last_seen,
+        expires_at=expires_at,
         permanent=change.permanent,
         user=change.user if change.user_changed else record.user,
         client=record.client if change.client is None else change.client,
@@ -139,7 +152,9 @@ class Store(t.Protocol):
     def apply(self, key: str, change: Change) -> int | None:
         """Apply ``change`` atomically to the record under ``key``.
 
-        Keys changed by other requests in the meantime are kept. Returns the
+        Keys changed by other requests in the meantime are kept, and so are
+        ``last_seen`` and ``expires_at`` when they are newer than the
+        change's (``times_after``). Returns the
         number of keys the record holds afterwards; when that is 0 the record
         is deleted. Returns None, and writes nothing, when the record is gone
         (destroyed, regenerated, revoked or expired): a late write must never

@@ -157,18 +157,6 @@ def _wrong_type(error: redis.ResponseError) -> bool:
     return str(error).startswith("WRONGTYPE")
 
 
-def _refreshed(record: Record, change: Change) -> Record:
-    """``change`` merged into ``record``; ``last_seen`` and the expiry only ever move forward.
-
-    A request that loaded the record before another one refreshed it still
-    carries the older times, and must not shorten the session again.
-    """
-    new = merge(record, change)
-    if record.last_seen > change.last_seen:
-        new.last_seen, new.expires_at = record.last_seen, record.expires_at
-    return new
-
-
 def _glob_escape(text: str) -> str:
     """``text`` matched literally by a Redis glob pattern (SCAN MATCH)."""
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
@@ -509,7 +497,7 @@ class RedisStore:
     def apply(self, key: str, change: Change) -> int | None:
         joins = change.user if change.user_changed else None
         before = self._add_to_index(joins, key) if joins is not None else []
-        result = self._update(key, lambda record: _refreshed(record, change), before)
+        result = self._update(key, lambda record: merge(record, change), before)
         if result is None:
             return None
         old, new = result

@@ -57,7 +57,7 @@ from sqlalchemy.dialects import mysql
 
 from .. import serialization
 from ..errors import ConfigError, SatchelError, StoreUnavailable
-from .base import Change, LastRead, Record, record_from_row
+from .base import Change, LastRead, Record, record_from_row, times_after
 
 if t.TYPE_CHECKING:
     from urllib.parse import SplitResult
@@ -495,12 +495,14 @@ class SQLStore:
                     values["user"] = sa.bindparam("b_user")
                 if sets_client:
                     values["client"] = sa.bindparam("b_client")
-                statement = sa.update(self.table).where(unchanged).values(values)
+                # Nor over a newer refresh: last_seen only moves forward (the locked path merges it).
+                newer = sa.and_(unchanged, c.last_seen <= sa.bindparam("b_last_seen"))
+                statement = sa.update(self.table).where(newer).values(values)
                 self._update_if_unchanged[sets_user, sets_client] = _Hot(statement)
-        self._lock = sa.select(c.data, c.user, c.client).where(pk)
+        self._lock = sa.select(c.data, c.user, c.client, c.last_seen, c.expires_at).where(pk)
         if not self._lock_by_update:
             self._lock = self._lock.with_for_update()
-        self._take_lock = sa.update(self.table).where(pk).values(last_seen=sa.bindparam("b_last_seen"))
+        self._take_lock = sa.update(self.table).where(pk).values(last_seen=c.last_seen)  # writes nothing new
         self._update = (
             sa.update(self.table)
             .where(pk)
@@ -808,14 +810,15 @@ class SQLStore:
         """Lock the row, merge ``change`` onto what it holds now, write it back; None when it is gone."""
         with self._transaction(conn):
             if self._lock_by_update:
-                taken = conn.execute(self._take_lock, {"b_key": key, "b_last_seen": change.last_seen})
+                taken = conn.execute(self._take_lock, {"b_key": key})
                 if taken.rowcount == 0:
                     return None
             row = conn.execute(self._lock, {"b_key": key}).first()
             if row is None:
                 return None
-            raw, user, client = row
+            raw, user, client, last_seen, expires_at = row
             data = _merged(serialization.unpack_map(raw), change)
+            last_seen, expires_at = times_after(change, last_seen, expires_at)
             if not data:
                 conn.execute(self._delete, {"b_key": key})
                 return 0
@@ -824,8 +827,8 @@ class SQLStore:
                 {
                     "b_key": key,
                     "b_data": serialization.pack(data),
-                    "b_last_seen": change.last_seen,
-                    "b_expires_at": change.expires_at,
+                    "b_last_seen": last_seen,
+                    "b_expires_at": expires_at,
                     "b_permanent": change.permanent,
                     "b_user": change.user if change.user_changed else user,
                     "b_client": client if change.client is None else serialization.pack(change.client),

@@ -18,7 +18,7 @@ import typing as t
 
 from .. import serialization
 from ..errors import StoreUnavailable
-from .base import Change, Record, record_from_row
+from .base import Change, Record, record_from_row, times_after
 
 if t.TYPE_CHECKING:
     from ..settings import Settings
@@ -168,10 +168,13 @@ class SQLiteStore:
 
     def apply(self, key: str, change: Change) -> int | None:
         with self._write() as conn:
-            row = conn.execute("SELECT data FROM satchel_sessions WHERE key = ?", (key,)).fetchone()
+            row = conn.execute(
+                "SELECT data, last_seen, expires_at FROM satchel_sessions WHERE key = ?", (key,)
+            ).fetchone()
             if row is None:
                 return None
             data = serialization.unpack_map(row[0])
+            last_seen, expires_at = times_after(change, row[1], row[2])
             for name in change.removed:
                 data.pop(name, None)
             data.update(change.set)
@@ -183,8 +186,8 @@ class SQLiteStore:
                 " user = CASE WHEN ? THEN ? ELSE user END, client = COALESCE(?, client) WHERE key = ?",
                 (
                     serialization.pack(data),
-                    change.last_seen,
-                    change.expires_at,
+                    last_seen,
+                    expires_at,
                     change.permanent,
                     change.user_changed,
                     change.user,
