@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import os
-import re
 import sqlite3
 import string
 import time
@@ -282,19 +281,20 @@ def test_in_place_changes_are_found_through_every_accessor(tmp_path: t.Any, muta
 @given(
     st.lists(
         st.tuples(
-            st.sampled_from(["session", "sessionx", "xsession", "other", "Session", "__Host-session"]),
-            st.text(alphabet=string.ascii_letters + string.digits + '-_.=" \\;,%', max_size=12),
+            st.sampled_from(
+                ["session", "sessionx", "xsession", "other", "Session", "__Host-session", "session\t", " session "]
+            ),
+            st.text(alphabet=string.ascii_letters + string.digits + '-_.=" \\;,%\t\x0b\x1c\xa0\x01', max_size=12),
         ),
         max_size=5,
     ),
     st.sampled_from(["; ", ";", ", ", " ; "]),
 )
 def test_cookie_lookup_agrees_with_werkzeug(pairs: list[tuple[str, str]], separator: str) -> None:
-    """The fast cookie lookup finds what Werkzeug's parser finds, whenever the value could be a session id."""
+    """The fast cookie lookup finds exactly what Werkzeug's parser finds."""
     header = separator.join(f"{name}={value}" for name, value in pairs)
     request = Request(EnvironBuilder(headers={"Cookie": header}).get_environ())
     for name in ("session", "__Host-session"):
         expected = request.cookies.get(name)
         found = cookie_value(request, name)
-        if any(v is not None and re.fullmatch(r"[A-Za-z0-9_.-]+", v) for v in (expected, found)):
-            assert found == expected
+        assert found == expected
