@@ -15,6 +15,7 @@ from conftest import add_value_views
 from flask import Flask, Request, session
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from markupsafe import Markup
 from werkzeug.test import EnvironBuilder
 
 from flask_satchel import Session
@@ -275,6 +276,67 @@ def test_in_place_changes_are_found_through_every_accessor(tmp_path: t.Any, muta
     client.get("/mutate")
     cart, box = eval(client.get("/show").text)
     assert cart == ["x"] or box == (["x"],)
+
+
+@pytest.mark.parametrize(
+    ("stored", "mutate", "expected"),
+    [
+        ([("sku", 2)], lambda v: v.__setitem__(0, ["sku", 2]), [["sku", 2]]),
+        ([True], lambda v: v.__setitem__(0, 1), [1]),
+        ([1], lambda v: v.__setitem__(0, 1.0), [1.0]),
+        ([0.0], lambda v: v.__setitem__(0, -0.0), [-0.0]),
+        (["ann"], lambda v: v.__setitem__(0, Markup("ann")), [Markup("ann")]),
+        ({"a": 1, "b": 2}, lambda v: v.__setitem__("a", v.pop("a")), {"b": 2, "a": 1}),
+        ([[]], lambda v: v[0].append(dt.date(2026, 11, 28)), [[dt.date(2026, 11, 28)]]),
+    ],
+    ids=["tuple-to-list", "true-to-1", "int-to-float", "zero-sign", "str-to-markup", "key-order", "date-inside"],
+)
+def test_changes_that_compare_equal_are_still_saved(
+    tmp_path: t.Any, stored: t.Any, mutate: t.Any, expected: t.Any
+) -> None:
+    """A value changed in place into one that is ``==`` but encodes differently is saved as changed."""
+    app = make_app(tmp_path, SESSION_TYPE="memory")
+
+    @app.get("/init")
+    def init() -> str:
+        session["v"] = stored
+        return "ok"
+
+    @app.get("/mutate")
+    def mutate_view() -> str:
+        mutate(session["v"])
+        session["v"]  # handed out again after the change: still compared with the stored value
+        return "ok"
+
+    @app.get("/show")
+    def show() -> str:
+        return repr(session["v"])
+
+    client = app.test_client()
+    client.get("/init")
+    client.get("/mutate")
+    assert client.get("/show").text == repr(expected)
+
+
+def test_a_read_only_request_that_hands_out_mutable_values_writes_nothing(tmp_path: t.Any) -> None:
+    """Lists and dicts handed to a view and left alone cost no write."""
+    app = make_app(tmp_path, SESSION_TYPE="memory")
+    store = app.extensions["satchel"].store
+
+    @app.get("/init")
+    def init() -> str:
+        session.update(cart=[("sku", 2, 1.5)], prefs={"langs": ["en"], "when": dt.date(2026, 11, 28)})
+        return "ok"
+
+    @app.get("/look")
+    def look() -> str:
+        return repr((session["cart"], session.get("prefs")))
+
+    client = app.test_client()
+    client.get("/init")
+    before = record_of(store)
+    assert client.get("/look").text == repr(([("sku", 2, 1.5)], {"langs": ["en"], "when": dt.date(2026, 11, 28)}))
+    assert record_of(store) is before
 
 
 @settings(max_examples=500)

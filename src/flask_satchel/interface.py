@@ -29,7 +29,7 @@ from itsdangerous import BadSignature
 
 from . import ids, serialization, signals
 from .errors import SatchelError, SessionLocked, StoreUnavailable, TooManySessions
-from .session import ServerSession
+from .session import ServerSession, snapshot
 from .stores.base import Change, LockingStore, Record
 
 if t.TYPE_CHECKING:
@@ -436,14 +436,18 @@ class SatchelSessionInterface(SessionInterface):
         candidates: t.Iterable[str] = original.keys() | dict.keys(session) if touched is None else touched
         changed: dict[str, bytes] = {}
         removed: list[str] = []
-        pending = session._pending
+        pending, snapshots = session._pending, session._snapshots
         for key in candidates:
             if key in pending:
                 continue  # never read, so unchanged
             if dict.__contains__(session, key):
-                value = serialization.encode_value(dict.__getitem__(session, key))
-                if original.get(key) != value:
-                    changed[key] = value
+                value = dict.__getitem__(session, key)
+                image = snapshots.get(key)
+                if image is not None and snapshot(value) == image:
+                    continue  # handed out, and still what it was
+                encoded = serialization.encode_value(value)
+                if original.get(key) != encoded:
+                    changed[key] = encoded
             elif key in original:
                 removed.append(key)
         return changed, removed

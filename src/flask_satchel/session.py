@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import marshal
 import typing as t
 import uuid
 
@@ -74,6 +75,9 @@ class ServerSession(dict[str, t.Any], SessionMixin):
     #: Keys whose values may differ from ``_original``; None means any key. A
     #: stored session gets its own set when it loads; a new one is encoded whole.
     _touched: set[str] | None = None
+    #: A cheap exact image (see ``snapshot``) of each mutable value as it was
+    #: first handed out, before the view could change it in place.
+    _snapshots: dict[str, bytes] = {}
     #: A record exists in the store under the current sid.
     _stored = False
     #: The request came with a session cookie, valid or not.
@@ -132,6 +136,7 @@ class ServerSession(dict[str, t.Any], SessionMixin):
         self._original = encoded
         self._pending = set(encoded)
         self._touched = set()
+        self._snapshots = {}
 
     def _decode(self, key: str) -> None:
         """Replace the stored bytes of ``key`` with its value.
@@ -218,8 +223,13 @@ class ServerSession(dict[str, t.Any], SessionMixin):
     # The dict interface, loading first ------------------------------------
 
     def _hand_out(self, key: str, value: t.Any) -> t.Any:
-        if type(value) not in _IMMUTABLE and self._touched is not None:
-            self._touched.add(key)
+        touched = self._touched
+        if type(value) not in _IMMUTABLE and touched is not None and key not in touched:
+            # Not written this request, so still the value as stored.
+            touched.add(key)
+            image = snapshot(value)
+            if image is not None:
+                self._snapshots[key] = image
         return value
 
     def _touch(self, key: str | None = None) -> None:
@@ -351,3 +361,22 @@ class ServerSession(dict[str, t.Any], SessionMixin):
     def __ior__(self, other: SupportsKeysAndGetItem[str, t.Any]) -> t.Self:  # type: ignore[override,misc]
         self.update(other)
         return self
+
+
+def snapshot(value: t.Any) -> bytes | None:
+    """An image of ``value`` that is equal for two values only if they encode the same.
+
+    A mutable value handed to the view may have been changed in place, and
+    re-encoding it to find out walks it in Python. ``marshal`` walks it in C,
+    several times faster, and is exact about types: it tells a tuple from a
+    list and ``1`` from ``True`` or ``1.0``, and refuses the types it does not
+    know exactly (``Markup``, ``UUID``, dates, subclasses), which then go the
+    slow way (None here). Version 2 writes no back-references, so the image
+    depends on the value alone. The one looseness: any buffer (a bytearray)
+    images as the ``bytes`` it holds, so putting an equal bytearray in place
+    of stored bytes is seen as no change rather than refused.
+    """
+    try:
+        return marshal.dumps(value, 2)
+    except ValueError:  # a type marshal does not take, or nesting too deep
+        return None
