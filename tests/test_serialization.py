@@ -110,6 +110,9 @@ def test_garbage_is_a_decode_error() -> None:
         decode_value(b"\xc1")
     with pytest.raises(msgspec.DecodeError):
         decode_value(msgspec.msgpack.encode(msgspec.msgpack.Ext(99, b"")))
+    # A tuple whose payload is not an array is refused, not spelled out character by character.
+    with pytest.raises(msgspec.DecodeError):
+        decode_value(msgspec.msgpack.encode(msgspec.msgpack.Ext(1, msgspec.msgpack.encode("abc"))))
 
 
 def test_uuid_and_aware_datetime_types() -> None:
