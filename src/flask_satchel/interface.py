@@ -105,6 +105,11 @@ class SatchelSessionInterface(SessionInterface):
         # Nothing is read here: the session loads itself when first used.
         return ServerSession(self, app, request)
 
+    def is_null_session(self, obj: object) -> bool:
+        # Flask asks this after every request; NullSession is an ABC, and
+        # isinstance on an ABC is slow for what is nearly always our own session.
+        return type(obj) is not ServerSession and isinstance(obj, self.null_session_class)
+
     def load(self, session: ServerSession) -> None:
         """Fill ``session`` from its cookie and the store (called on first use)."""
         app, request = session._app, session._request
@@ -333,11 +338,13 @@ class SatchelSessionInterface(SessionInterface):
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         # type() first: SessionMixin is an ABC, and isinstance on it is slow.
-        if not (type(session) is ServerSession or isinstance(session, ServerSession)) or not session.accessed:
+        if not (type(session) is ServerSession or isinstance(session, ServerSession)):
+            return
+        if not session._loaded:
+            if session._accessed:  # the proxy was used, the data never was: nothing to write
+                _vary_cookie(response)
             return  # never touched: no store I/O, no cookie, no Vary
         _vary_cookie(response)
-        if not session._loaded:
-            return  # the proxy was used, the data never was: nothing to write
         try:
             if not session._broken:
                 self._save(app, session, response)

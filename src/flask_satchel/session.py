@@ -96,7 +96,7 @@ class ServerSession(dict[str, t.Any], SessionMixin):
     _permanent_changed = False
 
     def __init__(self, interface: SatchelSessionInterface, app: Flask, request: Request | None) -> None:
-        super().__init__()
+        # No dict.__init__: with no arguments it does nothing, and this runs on every request.
         self._interface = interface
         self._app = app
         self._request = request
@@ -241,13 +241,15 @@ class ServerSession(dict[str, t.Any], SessionMixin):
             self._touched.add(key)
 
     def __getitem__(self, key: str) -> t.Any:
-        self._load()
+        if not self._loaded:
+            self._load()
         if key in self._pending:
             self._decode(key)
         return self._hand_out(key, super().__getitem__(key))
 
     def get(self, key: str, default: t.Any = None) -> t.Any:
-        self._load()
+        if not self._loaded:
+            self._load()
         if key in self._pending:
             self._decode(key)
         return self._hand_out(key, super().get(key, default))
