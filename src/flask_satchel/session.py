@@ -76,7 +76,8 @@ class ServerSession(dict[str, t.Any], SessionMixin):
     #: stored session gets its own set when it loads; a new one is encoded whole.
     _touched: set[str] | None = None
     #: A cheap exact image (see ``snapshot``) of each mutable value as it was
-    #: first handed out, before the view could change it in place.
+    #: first handed out, before the view could change it in place. Filled only
+    #: while ``_touched`` is a set, which ``_fill`` gives each session with its own dict.
     _snapshots: dict[str, bytes] = {}
     #: A record exists in the store under the current sid.
     _stored = False
