@@ -12,12 +12,10 @@ from __future__ import annotations
 import secrets
 import typing as t
 
-from werkzeug.http import dump_cookie
-
 from . import signals
 from .errors import SessionTooLarge
 from .interface import SatchelSessionInterface, cookie_value, security_log
-from .stores.base import Record, merge
+from .stores.base import merge
 from .stores.cookie import CookieStore, Sealed
 
 if t.TYPE_CHECKING:
@@ -121,15 +119,15 @@ class CookieSessionInterface(SatchelSessionInterface):
             user=record.user,
             data=record.data,
         )
-        name = self.get_cookie_name(app)
-        value = self.store.sealer.seal(sealed, name, app.secret_key)  # type: ignore[arg-type]
-        self._check_size(app, session, name, value, record)
-        self._set_cookie(app, session, response, value, record)
+        value = self.store.sealer.seal(sealed, self.get_cookie_name(app), app.secret_key)  # type: ignore[arg-type]
+        # Built once and measured, not built again by set_cookie: Werkzeug
+        # checks a 2 KB value character by character with a regex.
+        header = self._cookie_header(app, session, value, record, 0)
+        self._check_size(app, header)
+        self._send_cookie(response, header)
 
-    def _check_size(self, app: Flask, session: ServerSession, name: str, value: str, record: Record) -> None:
-        expires = record.expires_at if record.permanent else None
-        attributes = self._cookie_attributes(app, session)
-        size = len(dump_cookie(name, value, expires=expires, max_size=0, **attributes))
+    def _check_size(self, app: Flask, header: str) -> None:
+        size = len(header)
         limit = app.config.get("MAX_COOKIE_SIZE") or MAX_COOKIE_SIZE
         if size > limit:
             raise SessionTooLarge(

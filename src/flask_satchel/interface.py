@@ -26,6 +26,7 @@ import typing as t
 import msgspec
 from flask.sessions import SecureCookieSessionInterface, SessionInterface
 from itsdangerous import BadSignature
+from werkzeug.http import dump_cookie
 
 from . import ids, serialization, signals
 from .errors import SatchelError, SessionLocked, StoreUnavailable, TooManySessions
@@ -535,8 +536,19 @@ class SatchelSessionInterface(SessionInterface):
         self, app: Flask, session: ServerSession, response: Response, value: str, expiry: Record | Change
     ) -> None:
         """Send the cookie: dated for a permanent session, a browser-session cookie otherwise."""
+        self._send_cookie(response, self._cookie_header(app, session, value, expiry, response.max_cookie_size))
+
+    def _cookie_header(
+        self, app: Flask, session: ServerSession, value: str, expiry: Record | Change, max_size: int
+    ) -> str:
+        """The ``Set-Cookie`` value, as ``Response.set_cookie`` would make it."""
         expires = dt.datetime.fromtimestamp(expiry.expires_at, dt.timezone.utc) if expiry.permanent else None
-        response.set_cookie(self.get_cookie_name(app), value, expires=expires, **self._cookie_attributes(app, session))
+        attributes = self._cookie_attributes(app, session)
+        return dump_cookie(self.get_cookie_name(app), value, expires=expires, max_size=max_size, **attributes)
+
+    @staticmethod
+    def _send_cookie(response: Response, header: str) -> None:
+        response.headers.add("Set-Cookie", header)
         # A response that hands out a session must not be kept by a shared cache.
         response.cache_control.no_store = True
 
