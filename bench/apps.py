@@ -120,6 +120,14 @@ BACKENDS = [
     Backend("fsession-memcached", "flask-session", "memcached", "memcached"),
 ]
 BY_NAME = {b.name: b for b in BACKENDS}
+#: Flask-Satchel backend -> the Flask-Session backend on the same storage.
+PAIRS = {
+    "satchel-sqlite": "fsession-sqlite",
+    "satchel-filesystem": "fsession-filesystem",
+    "satchel-redis": "fsession-redis",
+    "satchel-postgresql": "fsession-postgresql",
+    "satchel-memcached": "fsession-memcached",
+}
 
 
 def unavailable(backend: Backend, services: Services) -> str | None:

@@ -155,27 +155,46 @@ def _quartiles(values: list[float]) -> tuple[float, float]:
 
 def time_pair(call: Call, floor: Call, plan: Plan) -> Timing:
     """Median per-request time of ``call`` and of ``floor``, batches interleaved."""
-    n = _batch_size(call, plan.batch_seconds)
+    return time_group([call], floor, plan)[0]
+
+
+def time_group(calls: list[Call], floor: Call, plan: Plan) -> list[Timing]:
+    """Median per-request time of each of ``calls``, taking turns batch by batch with ``floor``.
+
+    Apps compared with each other are timed in one loop, so a ratio of two
+    overheads is taken over the same minutes: this VM's speed drifts by a
+    factor of two within a run, and a ratio of apps timed minutes apart
+    measured that drift as much as the apps.
+    """
+    sizes = [_batch_size(call, plan.batch_seconds) for call in calls]
     nf = _batch_size(floor, plan.batch_seconds)
-    subject: list[tuple[float, float]] = []
     base: list[tuple[float, float]] = []
+    subjects: list[list[tuple[float, float]]] = [[] for _ in calls]
     for _ in range(plan.reps):
         gc.collect()
         base.append(floor.timed_batch(nf))
-        gc.collect()
-        subject.append(call.timed_batch(n))
-    wall = [w for w, _ in subject]
-    p25, p75 = _quartiles(wall)
-    return Timing(
-        median_us=statistics.median(wall),
-        floor_us=statistics.median(w for w, _ in base),
-        p25_us=p25,
-        p75_us=p75,
-        cpu_min_us=min(c for _, c in subject),
-        floor_cpu_min_us=min(c for _, c in base),
-        reps=plan.reps,
-        batch=n,
-    )
+        for call, n, out in zip(calls, sizes, subjects, strict=True):
+            gc.collect()
+            out.append(call.timed_batch(n))
+    floor_us = statistics.median(w for w, _ in base)
+    floor_cpu = min(c for _, c in base)
+    timings = []
+    for n, subject in zip(sizes, subjects, strict=True):
+        wall = [w for w, _ in subject]
+        p25, p75 = _quartiles(wall)
+        timings.append(
+            Timing(
+                median_us=statistics.median(wall),
+                floor_us=floor_us,
+                p25_us=p25,
+                p75_us=p75,
+                cpu_min_us=min(c for _, c in subject),
+                floor_cpu_min_us=floor_cpu,
+                reps=plan.reps,
+                batch=n,
+            )
+        )
+    return timings
 
 
 def count_io(
@@ -205,27 +224,46 @@ def count_io(
 
 
 def run_backend(
-    backend: apps.Backend, services: Services, floor_app: Flask, plan: Plan, log: t.Callable[[str], None]
+    backend: apps.Backend,
+    services: Services,
+    floor_app: Flask,
+    plan: Plan,
+    log: t.Callable[[str], None],
+    references: t.Sequence[str] = (),
 ) -> dict[str, t.Any]:
-    """Time every scenario of one backend against the floor."""
+    """Time every scenario of one backend against the floor, and against ``references`` in the same loop.
+
+    Each scenario's result carries, under ``references``, the overhead of
+    each reference app (Flask's cookie session, Flask-Session on the same
+    storage) timed in the same loop; the report's ratios use those.
+    """
     app = apps.build(backend.name, services)
+    others: list[tuple[str, Flask]] = []
     floor = Call(floor_app, "/untouched")
     out: dict[str, t.Any] = {}
     try:
+        for name in references:
+            others.append((name, apps.build(name, services)))
         for scenario in apps.SCENARIOS:
-            timing = time_pair(prepare(app, scenario), floor, plan)
+            calls = [prepare(app, scenario)] + [prepare(other, scenario) for _, other in others]
+            timing, *compared = time_group(calls, floor, plan)
             out[scenario] = dataclasses.asdict(timing) | {
                 "overhead_us": timing.overhead_us,
                 "cpu_overhead_us": timing.cpu_overhead_us,
+                "references": {name: ref.overhead_us for (name, _), ref in zip(others, compared, strict=True)},
             }
+            same_loop = "".join(f"  {name} {ref:.1f}" for name, ref in out[scenario]["references"].items())
             log(
                 f"  {backend.name:20} {scenario:9} {timing.median_us:9.1f} µs/req"
                 f"  floor {timing.floor_us:6.1f}  overhead {timing.overhead_us:9.1f}"
                 f"  cpu {timing.cpu_overhead_us:8.1f}"
                 f"  (IQR {timing.p25_us:.1f}-{timing.p75_us:.1f}, {timing.reps}x{timing.batch})"
+                + (f"  same loop:{same_loop}" if same_loop else "")
             )
     finally:
         apps.close(app)
+        for _, other in others:
+            apps.close(other)
     return out
 
 

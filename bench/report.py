@@ -1,8 +1,10 @@
 """Ratios, targets and the Markdown/JSON report of one run.
 
-Every ratio compares two medians from the same run, because on a shared,
-noisy machine absolute microseconds move between runs while ratios mostly
-do not. Targets are the project's, checked against this run's numbers.
+Every ratio compares two overheads timed in the same loop (see
+``latency.time_group``), because on a shared, noisy machine absolute
+microseconds move within a run, let alone between runs, while ratios of
+apps timed side by side mostly do not. Targets are the project's, checked
+against this run's numbers.
 """
 
 from __future__ import annotations
@@ -13,15 +15,6 @@ import typing as t
 
 import apps
 from floors import floor_of
-
-#: Flask-Satchel backend -> the Flask-Session backend on the same storage.
-PAIRS = {
-    "satchel-sqlite": "fsession-sqlite",
-    "satchel-filesystem": "fsession-filesystem",
-    "satchel-redis": "fsession-redis",
-    "satchel-postgresql": "fsession-postgresql",
-    "satchel-memcached": "fsession-memcached",
-}
 
 #: Read-only overhead vs Flask-Session, and vs Flask's cookie session, at most.
 READ_VS_FSESSION = {"redis": 0.5, "memcached": 0.5, "postgresql": 0.15, "sqlite": 0.1, "filesystem": 0.1}
@@ -51,6 +44,16 @@ def _overhead(results: Results, backend: str, scenario: str) -> float | None:
     return float(cell[scenario]["overhead_us"])
 
 
+def _compared(results: Results, backend: str, reference: str, scenario: str) -> float | None:
+    """``reference``'s overhead as timed in ``backend``'s own loop, else from its own row."""
+    cell = results.get("latency", {}).get(backend)
+    if isinstance(cell, dict) and scenario in cell:
+        same_loop = cell[scenario].get("references", {}).get(reference)
+        if same_loop is not None:
+            return float(same_loop)
+    return _overhead(results, reference, scenario)
+
+
 def _io(results: Results, backend: str, scenario: str) -> dict[str, float] | None:
     cell = results.get("io", {}).get(backend)
     if not isinstance(cell, dict) or scenario not in cell:
@@ -65,11 +68,13 @@ def ratios(results: Results) -> dict[str, dict[str, float | None]]:
         if backend.family != "satchel" or not isinstance(results.get("latency", {}).get(backend.name), dict):
             continue
         row: dict[str, float | None] = {}
-        pair = PAIRS.get(backend.name)
+        pair = apps.PAIRS.get(backend.name)
         for scenario in apps.SCENARIOS:
             mine = _overhead(results, backend.name, scenario)
-            row[f"{scenario}_vs_fsession"] = _ratio(mine, _overhead(results, pair, scenario)) if pair else None
-            row[f"{scenario}_vs_cookie"] = _ratio(mine, _overhead(results, "cookie", scenario))
+            row[f"{scenario}_vs_fsession"] = (
+                _ratio(mine, _compared(results, backend.name, pair, scenario)) if pair else None
+            )
+            row[f"{scenario}_vs_cookie"] = _ratio(mine, _compared(results, backend.name, "cookie", scenario))
         floor = floor_of(results.get("floors", {}), backend.storage)
         read = _overhead(results, backend.name, "read")
         row["read_budget_us"] = None if floor is None else 1.3 * floor + 20
@@ -292,7 +297,7 @@ def _latency_sections(results: Results, lines: list[str]) -> None:
             lines.append(f"| {storage} | {op} | {us:.1f} |")
     lines.append("")
 
-    lines += ["## Ratios (Flask-Satchel overhead ÷ other overhead, same run)", ""]
+    lines += ["## Ratios (Flask-Satchel overhead ÷ other overhead, timed in the same loop)", ""]
     lines += [
         "| backend | read vs Flask-Session | write vs Flask-Session | untouched vs Flask-Session |"
         " read vs cookie | write vs cookie | read budget (µs) | read ÷ budget |",

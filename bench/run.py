@@ -90,6 +90,15 @@ def _selected(args: argparse.Namespace) -> list[apps.Backend]:
     return [b for b in apps.BACKENDS if b.name in names or b.family in ("floor", "cookie")]
 
 
+def _references(backend: apps.Backend, backends: list[apps.Backend], services: services_mod.Services) -> list[str]:
+    """The apps a Flask-Satchel backend is compared with, timed in its loop: the cookie session and its pair."""
+    if backend.family != "satchel":
+        return []
+    selected = {b.name for b in backends}
+    names = ["cookie", apps.PAIRS.get(backend.name)]
+    return [n for n in names if n in selected and apps.unavailable(apps.BY_NAME[n], services) is None]
+
+
 def run_latency(
     args: argparse.Namespace, services: services_mod.Services, backends: list[apps.Backend], results: dict[str, t.Any]
 ) -> None:
@@ -115,7 +124,9 @@ def run_latency(
                 _log(f"  {backend.name:20} {reason}")
                 continue
             try:
-                lat[backend.name] = latency.run_backend(backend, services, floor_app, plan, _log)
+                lat[backend.name] = latency.run_backend(
+                    backend, services, floor_app, plan, _log, _references(backend, backends, services)
+                )
                 runnable.append(backend)
             except Exception as e:
                 lat[backend.name] = io[backend.name] = f"error: {type(e).__name__}: {e}"
