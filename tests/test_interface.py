@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import fcntl
 import os
@@ -316,6 +317,121 @@ def test_changes_that_compare_equal_are_still_saved(
     client.get("/init")
     client.get("/mutate")
     assert client.get("/show").text == repr(expected)
+
+
+@pytest.mark.parametrize("default", [[], {}], ids=["list", "dict"])
+def test_a_default_handed_out_then_stored_is_saved(tmp_path: t.Any, default: t.Any) -> None:
+    """``session.get(key, [])`` then ``session[key] = that`` stores the key, even left empty."""
+    app = make_app(tmp_path, SESSION_TYPE="memory")
+
+    @app.get("/init")
+    def init() -> str:
+        session["other"] = 1
+        return "ok"
+
+    @app.get("/adopt")
+    def adopt() -> str:
+        value = session.get("v", type(default)())
+        session["v"] = value
+        return "ok"
+
+    @app.get("/show")
+    def show() -> str:
+        return repr(session.get("v", "missing"))
+
+    client = app.test_client()
+    client.get("/init")
+    client.get("/adopt")
+    assert client.get("/show").text == repr(default)
+
+
+_VALUES = st.sampled_from([[], [1], [True], [1.0], [(1, "x")], [[1]], {"x": 1}, {"x": [1]}, "s", 1])
+_KEYS = st.sampled_from(["a", "b", "c"])
+_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("set"), _KEYS, _VALUES),
+        st.tuples(st.just("delete"), _KEYS),
+        st.tuples(st.just("adopt"), _KEYS),
+        st.tuples(st.just("append"), _KEYS),
+        st.tuples(st.just("retype"), _KEYS),
+        st.tuples(st.just("setdefault"), _KEYS),
+    ),
+    max_size=6,
+)
+
+
+def _retyped(item: t.Any) -> t.Any:
+    """An item equal to ``item`` (``==``) but of another type, where there is one."""
+    if type(item) is bool:
+        return int(item)
+    if type(item) is int:
+        return float(item)
+    if type(item) is tuple:
+        return list(item)
+    if type(item) is list:
+        return tuple(item)
+    return item
+
+
+def _run_ops(data: t.Any, ops: list[tuple[t.Any, ...]]) -> None:
+    """Apply ``ops`` to ``data`` (a session or a plain dict), the way views use a session."""
+    for op, key, *rest in ops:
+        if op == "set":
+            data[key] = copy.deepcopy(rest[0])
+        elif op == "delete":
+            data.pop(key, None)
+        elif op == "adopt":  # flash()'s pattern: read with a default, store it back
+            data[key] = data.get(key, [])
+        elif op == "append":
+            value = data.get(key, [])
+            if type(value) is list:
+                value.append(2)
+        elif op == "retype":
+            value = data.get(key)
+            if type(value) is list and value:
+                value[0] = _retyped(value[0])
+            elif type(value) is dict and "x" in value:
+                value["x"] = _retyped(value["x"])
+        elif op == "setdefault":
+            value = data.setdefault(key, [])
+            if type(value) is list:
+                value.append(3)
+
+
+def _unshared(data: dict[str, t.Any]) -> dict[str, t.Any]:
+    """A deep copy in which no two keys share a value (as after a store round trip)."""
+    return {key: copy.deepcopy(value) for key, value in data.items()}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_KEYS, _VALUES, min_size=1), _OPS)
+def test_what_a_request_changes_is_what_the_next_one_sees(stored: dict[str, t.Any], ops: list[t.Any]) -> None:
+    """Any mix of writes, deletes and in-place changes (type-only ones too) is saved exactly."""
+    app = Flask("ops_test")
+    app.config.update(SECRET_KEY="one", SESSION_TYPE="memory")
+    Session(app)
+
+    @app.get("/init")
+    def init() -> str:
+        session.update(_unshared(stored))
+        return "ok"
+
+    @app.get("/ops")
+    def run() -> str:
+        _run_ops(session, ops)
+        return "ok"
+
+    @app.get("/show")
+    def show() -> str:
+        return repr(sorted(session.items()))
+
+    expected = _unshared(stored)
+    _run_ops(expected, ops)
+    client = app.test_client()
+    client.get("/init")
+    client.get("/ops")
+    if expected:
+        assert client.get("/show").text == repr(sorted(expected.items()))
 
 
 def test_a_read_only_request_that_hands_out_mutable_values_writes_nothing(tmp_path: t.Any) -> None:

@@ -226,11 +226,13 @@ class ServerSession(dict[str, t.Any], SessionMixin):
     def _hand_out(self, key: str, value: t.Any) -> t.Any:
         touched = self._touched
         if type(value) not in _IMMUTABLE and touched is not None and key not in touched:
-            # Not written this request, so still the value as stored.
             touched.add(key)
-            image = snapshot(value)
-            if image is not None:
-                self._snapshots[key] = image
+            # A stored key that was not written, deleted or handed out before
+            # still holds the value as loaded (not a default from ``get``).
+            if key in self._original:
+                image = snapshot(value)
+                if image is not None:
+                    self._snapshots[key] = image
         return value
 
     def _touch(self, key: str | None = None) -> None:
