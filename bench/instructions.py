@@ -70,6 +70,8 @@ def _count(name: str, scenario: str, requests: int) -> int:
         capture_output=True,
         text=True,
         check=True,
+        # A fixed hash seed: dict and set layouts, and so the count, repeat from run to run.
+        env=os.environ | {"PYTHONHASHSEED": "0"},
     )
     match = _COLLECTED.search(out.stderr)
     if match is None:
