@@ -69,12 +69,17 @@ def times_after(change: Change, last_seen: float, expires_at: float) -> tuple[fl
     return last_seen, expires_at
 
 
-def merge(record: Record, change: Change) -> Record:
-    """Return ``record`` with ``change`` applied; for stores that merge in Python."""
-    data = dict(record.data)
+def merge_data(data: dict[str, bytes], change: Change) -> dict[str, bytes]:
+    """``data`` with the keys ``change`` removed and set (``data`` is changed in place)."""
     for key in change.removed:
         data.pop(key, None)
     data.update(change.set)
+    return data
+
+
+def merge(record: Record, change: Change) -> Record:
+    """Return ``record`` with ``change`` applied; for stores that merge in Python."""
+    data = merge_data(dict(record.data), change)
     last_seen, expires_at = times_after(change, record.last_seen, record.expires_at)
     return Record(
         data=data,

@@ -57,7 +57,7 @@ from sqlalchemy.dialects import mysql
 
 from .. import serialization
 from ..errors import ConfigError, SatchelError, StoreUnavailable
-from .base import Change, LastRead, Record, record_from_row, times_after
+from .base import Change, LastRead, Record, merge_data, record_from_row, times_after
 
 if t.TYPE_CHECKING:
     from urllib.parse import SplitResult
@@ -301,14 +301,6 @@ def _deadlock(error: BaseException | None) -> bool:
         return True
     args: tuple[t.Any, ...] = getattr(orig, "args", ())
     return bool(args) and args[0] == 1213  # MySQL/MariaDB: ER_LOCK_DEADLOCK
-
-
-def _merged(data: dict[str, bytes], change: Change) -> dict[str, bytes]:
-    """``data`` with the keys ``change`` removed and set (``data`` is changed in place)."""
-    for name in change.removed:
-        data.pop(name, None)
-    data.update(change.set)
-    return data
 
 
 def _statement(statement: sa.Executable, params: dict[str, t.Any]) -> t.Callable[[sa.Connection], int]:
@@ -786,7 +778,7 @@ class SQLStore:
         something else or is gone (the caller then takes the locked path,
         which tells the two apart).
         """
-        data = _merged(serialization.unpack_map(expected), change)
+        data = merge_data(serialization.unpack_map(expected), change)
         if not data:
             rowcount, _ = self._execute(self._delete_if_unchanged, {"b_key": key, "b_seen": expected})
         else:
@@ -817,7 +809,7 @@ class SQLStore:
             if row is None:
                 return None
             raw, user, client, last_seen, expires_at = row
-            data = _merged(serialization.unpack_map(raw), change)
+            data = merge_data(serialization.unpack_map(raw), change)
             last_seen, expires_at = times_after(change, last_seen, expires_at)
             if not data:
                 conn.execute(self._delete, {"b_key": key})

@@ -18,7 +18,7 @@ import typing as t
 
 from .. import serialization
 from ..errors import StoreUnavailable
-from .base import Change, Record, record_from_row, times_after
+from .base import Change, Record, merge_data, record_from_row, times_after
 
 if t.TYPE_CHECKING:
     from ..settings import Settings
@@ -173,11 +173,8 @@ class SQLiteStore:
             ).fetchone()
             if row is None:
                 return None
-            data = serialization.unpack_map(row[0])
+            data = merge_data(serialization.unpack_map(row[0]), change)
             last_seen, expires_at = times_after(change, row[1], row[2])
-            for name in change.removed:
-                data.pop(name, None)
-            data.update(change.set)
             if not data:
                 conn.execute("DELETE FROM satchel_sessions WHERE key = ?", (key,))
                 return 0
