@@ -4,10 +4,18 @@ A session read cannot be cheaper than fetching ~1 KB from the store with
 the client library alone, so that is the yardstick for the read-only target
 (overhead ≤ 1.3 x floor + 20 µs). Each floor is the median per-call time of
 batches, measured like the requests.
+
+``placement`` measures the same round trips, and one bare write, with the
+client and the server pinned to one CPU and then to two. On this VM the
+difference is most of the cost: waking a process on the other virtual CPU
+takes tens of microseconds each way, and a request, which does its own
+work between round trips, pays it where a tight loop of bare reads may not
+(the scheduler sometimes keeps such a loop and its server on one CPU).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import statistics
@@ -33,9 +41,14 @@ def _median_us(fn: t.Callable[[], object], reps: int, batch: int) -> float:
     return statistics.median(times)
 
 
-def measure(services: Services, reps: int, batch: int, log: t.Callable[[str], None]) -> dict[str, dict[str, float]]:
-    """Median µs of one bare read per storage, keyed by storage and operation."""
+def measure(
+    services: Services, reps: int, batch: int, log: t.Callable[[str], None]
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, dict[str, float] | None]]]:
+    """Median µs of one bare read per storage, keyed by storage and operation; and the pinned ``placement``."""
     out: dict[str, dict[str, float]] = {}
+    placed: dict[str, dict[str, dict[str, float] | None]] = {}
+    # Smaller batches when pinned: each is measured twice, and a committed write costs a flush.
+    pinned_batch = max(10, batch // 10)
     key = f"bench-{services.tag}:floor"
 
     records = {"k": _BLOB}
@@ -76,6 +89,11 @@ def measure(services: Services, reps: int, batch: int, log: t.Callable[[str], No
                 "GET 1 KB": _median_us(lambda: client.get(key), reps, batch),
                 "HGETALL 10x100 B": _median_us(lambda: client.hgetall(f"{key}:h"), reps, batch),
             }
+            pid = int(client.info("server")["process_id"])
+            placed["redis"] = {
+                "GET 1 KB": _placed(lambda: client.get(key), pid, reps, pinned_batch),
+                "SET 1 KB": _placed(lambda: client.set(key, _BLOB), pid, reps, pinned_batch),
+            }
             client.delete(key, f"{key}:h")
         finally:
             client.close()
@@ -87,6 +105,11 @@ def measure(services: Services, reps: int, batch: int, log: t.Callable[[str], No
         try:
             mc.set(key, _BLOB, noreply=False)
             out["memcached"] = {"get 1 KB": _median_us(lambda: mc.get(key), reps, batch)}
+            pid = int(mc.stats()[b"pid"])
+            placed["memcached"] = {
+                "get 1 KB": _placed(lambda: mc.get(key), pid, reps, pinned_batch),
+                "set 1 KB": _placed(lambda: mc.set(key, _BLOB, noreply=False), pid, reps, pinned_batch),
+            }
             mc.delete(key)
         finally:
             mc.close()
@@ -97,17 +120,76 @@ def measure(services: Services, reps: int, batch: int, log: t.Callable[[str], No
         with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as pg:
             pg.execute("CREATE TEMP TABLE bench_floor (key text PRIMARY KEY, data bytea)")
             pg.execute("INSERT INTO bench_floor VALUES (%s, %s)", (key, _BLOB))
-            out["postgresql"] = {
-                "psycopg primary-key SELECT": _median_us(
-                    lambda: pg.execute("SELECT data FROM bench_floor WHERE key = %s", (key,)).fetchone(),
-                    reps,
-                    batch,
-                )
-            }
+            table = f"bench_floor_{services.tag}"
+            pg.execute(f"CREATE TABLE {table} (key text PRIMARY KEY, data bytea)")
+            pg.execute(f"INSERT INTO {table} VALUES (%s, %s)", (key, _BLOB))
+            try:
+                out["postgresql"] = {
+                    "psycopg primary-key SELECT": _median_us(
+                        lambda: pg.execute("SELECT data FROM bench_floor WHERE key = %s", (key,)).fetchone(),
+                        reps,
+                        batch,
+                    )
+                }
+                pid = pg.execute("SELECT pg_backend_pid()").fetchone()[0]
+                placed["postgresql"] = {
+                    "psycopg primary-key SELECT": _placed(
+                        lambda: pg.execute("SELECT data FROM bench_floor WHERE key = %s", (key,)).fetchone(),
+                        pid,
+                        reps,
+                        pinned_batch,
+                    ),
+                    # A real table: a temporary one is never flushed, so its commit would cost nothing.
+                    "psycopg UPDATE, committed": _placed(
+                        lambda: pg.execute(f"UPDATE {table} SET data = %s WHERE key = %s", (_BLOB, key)),
+                        pid,
+                        reps,
+                        pinned_batch,
+                    ),
+                }
+            finally:
+                pg.execute(f"DROP TABLE {table}")
 
     for storage, ops in out.items():
         for op, us in ops.items():
             log(f"  floor {storage:11} {op:28} {us:8.1f} µs")
+    for storage, pinned in placed.items():
+        for op, by_cpu in pinned.items():
+            if by_cpu is not None:
+                log(f"  pinned {storage:10} {op:28} " + "  ".join(f"{k} {v:6.1f} µs" for k, v in by_cpu.items()))
+    return out, placed
+
+
+def _tasks(pid: int) -> list[int]:
+    """Every thread of process ``pid`` (memcached and Redis serve from worker threads)."""
+    try:
+        return [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return [pid]
+
+
+def _placed(fn: t.Callable[[], object], server_pid: int, reps: int, batch: int) -> dict[str, float] | None:
+    """``fn``'s median µs with client and server pinned to one CPU, then to two; None where pinning is not possible."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    tasks = _tasks(server_pid)
+    mine = os.sched_getaffinity(0)
+    theirs = {tid: os.sched_getaffinity(tid) for tid in tasks}
+    out: dict[str, float] = {}
+    try:
+        for label, server_cpu in (("one CPU", cpus[0]), ("two CPUs", cpus[1])):
+            os.sched_setaffinity(0, {cpus[0]})
+            for tid in tasks:
+                os.sched_setaffinity(tid, {server_cpu})
+            out[label] = _median_us(fn, reps, batch)
+    except (PermissionError, ProcessLookupError):  # another user's server, without root
+        return None
+    finally:
+        os.sched_setaffinity(0, mine)
+        for tid, cpus_of in theirs.items():
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(tid, cpus_of)
     return out
 
 

@@ -296,6 +296,22 @@ def _latency_sections(results: Results, lines: list[str]) -> None:
         for op, us in ops.items():
             lines.append(f"| {storage} | {op} | {us:.1f} |")
     lines.append("")
+    placement = {s: ops for s, ops in results.get("placement", {}).items() if any(ops.values())}
+    if placement:
+        lines += [
+            "The same round trips, and one bare write, with the client and the server pinned to one CPU and then"
+            " to two. The difference is the VM waking a process on the other CPU, paid once each way; a request"
+            " does its own work between round trips, so it pays the two-CPU cost, which a tight loop of bare reads"
+            " may dodge.",
+            "",
+            "| storage | operation | one CPU µs | two CPUs µs |",
+            "|---|---|--:|--:|",
+        ]
+        for storage, ops in placement.items():
+            for op, by_cpu in ops.items():
+                if by_cpu:
+                    lines.append(f"| {storage} | {op} | {by_cpu['one CPU']:.1f} | {by_cpu['two CPUs']:.1f} |")
+        lines.append("")
 
     lines += ["## Ratios (Flask-Satchel overhead ÷ other overhead, timed in the same loop)", ""]
     lines += [

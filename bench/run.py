@@ -104,7 +104,9 @@ def run_latency(
 ) -> None:
     plan = latency.QUICK if args.quick else latency.FULL
     _log("Bare client round trips (physical floor):")
-    results["floors"] = floors.measure(services, reps=plan.reps, batch=200 if args.quick else 1000, log=_log)
+    results["floors"], results["placement"] = floors.measure(
+        services, reps=plan.reps, batch=200 if args.quick else 1000, log=_log
+    )
     lat: dict[str, t.Any] = results.setdefault("latency", {})
     io: dict[str, t.Any] = results.setdefault("io", {})
     floor_app = apps.build("floor", services)
