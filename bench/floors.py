@@ -82,16 +82,20 @@ def measure(
         import redis
 
         client = redis.Redis.from_url(services.redis_url)
+
+        def get() -> object:
+            return client.get(key)
+
         try:
             client.set(key, _BLOB)
             client.hset(f"{key}:h", mapping=_FIELDS)
             out["redis"] = {
-                "GET 1 KB": _median_us(lambda: client.get(key), reps, batch),
+                "GET 1 KB": _median_us(get, reps, batch),
                 "HGETALL 10x100 B": _median_us(lambda: client.hgetall(f"{key}:h"), reps, batch),
             }
             pid = int(client.info("server")["process_id"])
             placed["redis"] = {
-                "GET 1 KB": _placed(lambda: client.get(key), pid, reps, pinned_batch),
+                "GET 1 KB": _placed(get, pid, reps, pinned_batch),
                 "SET 1 KB": _placed(lambda: client.set(key, _BLOB), pid, reps, pinned_batch),
             }
             client.delete(key, f"{key}:h")
@@ -102,12 +106,16 @@ def measure(
         from pymemcache.client.base import Client
 
         mc = Client(("127.0.0.1", services.memcached_port))
+
+        def mc_get() -> object:
+            return mc.get(key)
+
         try:
             mc.set(key, _BLOB, noreply=False)
-            out["memcached"] = {"get 1 KB": _median_us(lambda: mc.get(key), reps, batch)}
+            out["memcached"] = {"get 1 KB": _median_us(mc_get, reps, batch)}
             pid = int(mc.stats()[b"pid"])
             placed["memcached"] = {
-                "get 1 KB": _placed(lambda: mc.get(key), pid, reps, pinned_batch),
+                "get 1 KB": _placed(mc_get, pid, reps, pinned_batch),
                 "set 1 KB": _placed(lambda: mc.set(key, _BLOB, noreply=False), pid, reps, pinned_batch),
             }
             mc.delete(key)
@@ -123,22 +131,15 @@ def measure(
             table = f"bench_floor_{services.tag}"
             pg.execute(f"CREATE TABLE {table} (key text PRIMARY KEY, data bytea)")
             pg.execute(f"INSERT INTO {table} VALUES (%s, %s)", (key, _BLOB))
+
+            def select() -> object:
+                return pg.execute("SELECT data FROM bench_floor WHERE key = %s", (key,)).fetchone()
+
             try:
-                out["postgresql"] = {
-                    "psycopg primary-key SELECT": _median_us(
-                        lambda: pg.execute("SELECT data FROM bench_floor WHERE key = %s", (key,)).fetchone(),
-                        reps,
-                        batch,
-                    )
-                }
+                out["postgresql"] = {"psycopg primary-key SELECT": _median_us(select, reps, batch)}
                 pid = pg.execute("SELECT pg_backend_pid()").fetchone()[0]
                 placed["postgresql"] = {
-                    "psycopg primary-key SELECT": _placed(
-                        lambda: pg.execute("SELECT data FROM bench_floor WHERE key = %s", (key,)).fetchone(),
-                        pid,
-                        reps,
-                        pinned_batch,
-                    ),
+                    "psycopg primary-key SELECT": _placed(select, pid, reps, pinned_batch),
                     # A real table: a temporary one is never flushed, so its commit would cost nothing.
                     "psycopg UPDATE, committed": _placed(
                         lambda: pg.execute(f"UPDATE {table} SET data = %s WHERE key = %s", (_BLOB, key)),
@@ -170,14 +171,16 @@ def _tasks(pid: int) -> list[int]:
 
 def _placed(fn: t.Callable[[], object], server_pid: int, reps: int, batch: int) -> dict[str, float] | None:
     """``fn``'s median µs with client and server pinned to one CPU, then to two; None where pinning is not possible."""
-    cpus = sorted(os.sched_getaffinity(0))
+    mine = os.sched_getaffinity(0)
+    cpus = sorted(mine)
     if len(cpus) < 2:
         return None
-    tasks = _tasks(server_pid)
-    mine = os.sched_getaffinity(0)
-    theirs = {tid: os.sched_getaffinity(tid) for tid in tasks}
+    theirs: dict[int, set[int]] = {}
     out: dict[str, float] = {}
     try:
+        # Inside the try: a thread may end between the listing and the look-up.
+        tasks = _tasks(server_pid)
+        theirs = {tid: os.sched_getaffinity(tid) for tid in tasks}
         for label, server_cpu in (("one CPU", cpus[0]), ("two CPUs", cpus[1])):
             os.sched_setaffinity(0, {cpus[0]})
             for tid in tasks:

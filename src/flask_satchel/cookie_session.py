@@ -104,11 +104,9 @@ class CookieSessionInterface(SatchelSessionInterface):
             record = self._new_record(app, session, now)
             self._announce(app, session, self.handle_for(session))
         else:
-            refresh_due = self._refresh_due(app, record, now)
-            delta = self._delta(session)
-            if not (delta[0] or delta[1] or session._permanent_changed or refresh_due):
+            change = self._pending_change(app, session, record, now)
+            if change is None:
                 return  # read-only inside the refresh interval: the cookie the browser has is still right
-            change = self._change(app, session, now if refresh_due else None, delta)
             changed = change.set or change.removed or session._permanent_changed
             if not changed and change.last_seen == record.last_seen:
                 return

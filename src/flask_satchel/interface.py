@@ -387,13 +387,11 @@ class SatchelSessionInterface(SessionInterface):
 
         stored = session._record
         assert stored is not None
-        refresh_due = self._refresh_due(app, stored, now)
-        delta = self._delta(session)
-        if not (delta[0] or delta[1] or session._permanent_changed or refresh_due):
+        change = self._pending_change(app, session, stored, now)
+        if change is None:
             if session._rotated:
                 self._set_cookie(app, session, response, self._cookie_value(app, self._sid(session)), stored)
             return  # read-only, inside the refresh interval: the common case, and nothing to do
-        change = self._change(app, session, now if refresh_due else None, delta)
         refresh = change.last_seen != stored.last_seen
         if change.set or change.removed or session._permanent_changed or change.client is not None:
             if not self._apply(session, change):  # gone (revoked, destroyed elsewhere) or emptied
@@ -406,6 +404,18 @@ class SatchelSessionInterface(SessionInterface):
             return
         if session._rotated or session._permanent_changed or (refresh and session._permanent):
             self._set_cookie(app, session, response, self._cookie_value(app, self._sid(session)), change)
+
+    def _pending_change(self, app: Flask, session: ServerSession, record: Record, now: float) -> Change | None:
+        """What a stored session's request has to write, or None when it has nothing to write.
+
+        None is the common case, a read-only request inside the refresh
+        interval, and it is told apart without building a ``Change``.
+        """
+        refresh_due = self._refresh_due(app, record, now)
+        delta = self._delta(session)
+        if not (delta[0] or delta[1] or session._permanent_changed or refresh_due):
+            return None
+        return self._change(app, session, now if refresh_due else None, delta)
 
     def _new_record(self, app: Flask, session: ServerSession, now: float) -> Record:
         """A whole record for a session that is not stored yet (new, regenerated or imported)."""
