@@ -153,9 +153,9 @@ def run(
     out: dict[str, t.Any] = {
         "_meta": {
             "describe": f"gunicorn {WORKERS} workers x {THREADS} threads (gthread); wrk 2 threads, {CONNECTIONS}"
-            f" connections; per backend, {rounds} rounds of the no-session app then each scenario, each"
-            f" measured for {slice_s} s after 1 s of warm-up; req/s and ratio to the round's no-session req/s are"
-            " medians over the rounds.",
+            f" connections; per backend, {rounds} rounds of each scenario, each slice paired with a slice of the"
+            f" no-session app just before it, both measured for {slice_s} s after 1 s of warm-up; req/s and ratio"
+            " to the paired no-session req/s are medians over the rounds.",
             "seconds": seconds,
         }
     }
@@ -164,9 +164,12 @@ def run(
     if floor is None:
         return out
     # The floor app keeps its own gunicorn, idle between its turns, for the
-    # whole run. Rounds alternate it with the backend's scenarios, so a
-    # machine that slows down for a few seconds (it is shared) moves the
-    # ratio of one round, and the median of three sets it aside.
+    # whole run, and is measured again right before every slice: the ratio
+    # of a slice compares two measurements a few seconds apart. With one
+    # floor per round, ten seconds before the last scenario, a slowdown of
+    # the shared machine in between moved ratios by half (one run showed
+    # Flask's cookie session "untouched" at 2.04x the floor). The median of
+    # the rounds then sets aside a round that one slowdown still spoiled.
     floor_runs: list[float] = []
     with gunicorn(floor.name, services) as floor_port:
         for backend in backends:
@@ -184,9 +187,10 @@ def run(
                 with gunicorn(backend.name, services) as port:
                     cookies = {s: None if s == "new" else _session_cookie(port) for s in apps.SCENARIOS}
                     for _ in range(rounds):
-                        floor_rps = measured(floor_port, "/untouched", None, slice_s)["rps"]
-                        floor_runs.append(floor_rps)
                         for scenario in apps.SCENARIOS:
+                            # Each slice has its own floor, measured just before it.
+                            floor_rps = measured(floor_port, "/untouched", None, slice_s)["rps"]
+                            floor_runs.append(floor_rps)
                             result = measured(port, f"/{scenario}", cookies[scenario], slice_s)
                             result["ratio"] = result["rps"] / floor_rps
                             runs[scenario].append(result)
