@@ -33,7 +33,8 @@ def _release_lock(error: BaseException | None) -> None:
     """Safety net: release a session lock when the request ended without saving."""
     ctx = _cv_request.get(None)
     session = ctx._session if ctx is not None else None
-    if type(session) is ServerSession or isinstance(session, ServerSession):  # type() first: ABCs are slow
+    # type() first: ABCs are slow. Nearly every request holds no lock, and pays no call.
+    if (type(session) is ServerSession or isinstance(session, ServerSession)) and session._lock is not None:
         session._interface.release(session)
 
 

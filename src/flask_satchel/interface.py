@@ -342,7 +342,7 @@ class SatchelSessionInterface(SessionInterface):
         if not (type(session) is ServerSession or isinstance(session, ServerSession)):
             return
         if not session._loaded:
-            if session._accessed:  # the proxy was used, the data never was: nothing to write
+            if session.accessed:  # the proxy was used, the data never was: nothing to write
                 _vary_cookie(response)
             return  # never touched: no store I/O, no cookie, no Vary
         _vary_cookie(response)

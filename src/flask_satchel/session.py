@@ -42,6 +42,7 @@ if t.TYPE_CHECKING:
 
 _MISSING: t.Any = object()
 security_log = logging.getLogger("flask_satchel.security")
+_decode_value = serialization.decode_value
 
 #: Values a view cannot change in place: handing them out marks nothing.
 _IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes, Markup, uuid.UUID, dt.datetime, dt.date, dt.time})
@@ -57,7 +58,11 @@ class ServerSession(dict[str, t.Any], SessionMixin):
     # Per-request state. Defaults live on the class, so opening a session (on
     # every request, used or not) sets three attributes, not twenty.
     _loaded = False
-    _accessed = False
+    #: True once the view touched ``flask.session`` at all: the response then
+    #: varies by cookie. Flask sets it on every use of the proxy, even to read
+    #: ``session.modified``, which is no reason to load from the store; a plain
+    #: attribute, because a property here cost a call on each of those uses.
+    accessed = False
     _new = True
     #: The store failed during this request: nothing will be written.
     _broken = False
@@ -115,20 +120,10 @@ class ServerSession(dict[str, t.Any], SessionMixin):
     def new(self, value: bool) -> None:
         self._new = value
 
-    @property
-    def accessed(self) -> bool:
-        """True once the view touched ``flask.session`` at all: the response then varies by cookie."""
-        return self._accessed or self._loaded
-
-    @accessed.setter
-    def accessed(self, value: bool) -> None:
-        # Flask sets this whenever the ``session`` proxy is used, even to read
-        # ``session.modified``; that is no reason to load from the store.
-        self._accessed = bool(value)
-
     def _load(self) -> None:
         if not self._loaded:
             self._loaded = True
+            self.accessed = True  # a load without the proxy (the interface's own code) counts too
             self._interface.load(self)
 
     def _fill(self, encoded: dict[str, bytes]) -> None:
@@ -139,24 +134,25 @@ class ServerSession(dict[str, t.Any], SessionMixin):
         self._touched = set()
         self._snapshots = {}
 
-    def _decode(self, key: str) -> None:
-        """Replace the stored bytes of ``key`` with its value.
+    def _decode(self, key: str) -> t.Any:
+        """Replace the stored bytes of ``key`` with its value, and return it (``_MISSING`` if dropped).
 
-        A value that will not decode (a store written by hand, a bug) is
-        dropped with a warning: the view sees the key as missing, the other
-        keys are unharmed, and the next save deletes the unreadable bytes.
+        Called only for keys in ``_pending``. A value that will not decode (a
+        store written by hand, a bug) is dropped with a warning: the view
+        sees the key as missing, the other keys are unharmed, and the next
+        save deletes the unreadable bytes.
         """
-        pending = self._pending
-        if key in pending:
-            pending.discard(key)
-            raw = dict.__getitem__(self, key)
-            try:
-                dict.__setitem__(self, key, serialization.decode_value(raw))
-            except (ValueError, TypeError) as e:  # msgspec.DecodeError is a ValueError
-                security_log.warning("Unreadable value of session key %r, dropped: %s", key, e)
-                dict.__delitem__(self, key)
-                if self._touched is not None:
-                    self._touched.add(key)  # so the save deletes it from the store
+        self._pending.discard(key)
+        try:
+            value = _decode_value(dict.__getitem__(self, key))
+        except (ValueError, TypeError) as e:  # msgspec.DecodeError is a ValueError
+            security_log.warning("Unreadable value of session key %r, dropped: %s", key, e)
+            dict.__delitem__(self, key)
+            if self._touched is not None:
+                self._touched.add(key)  # so the save deletes it from the store
+            return _MISSING
+        dict.__setitem__(self, key, value)
+        return value
 
     def _decode_all(self) -> None:
         for key in list(self._pending):
@@ -164,7 +160,8 @@ class ServerSession(dict[str, t.Any], SessionMixin):
 
     def _peek(self, key: str) -> t.Any:
         """The value of ``key`` for the interface's own use: decoded, not marked as handed out."""
-        self._decode(key)
+        if key in self._pending:
+            self._decode(key)
         return dict.__getitem__(self, key)
 
     def _encoded(self) -> dict[str, bytes]:
@@ -224,6 +221,7 @@ class ServerSession(dict[str, t.Any], SessionMixin):
     # The dict interface, loading first ------------------------------------
 
     def _hand_out(self, key: str, value: t.Any) -> t.Any:
+        """Note that a mutable ``value`` of ``key`` reached the view, which may change it in place."""
         touched = self._touched
         if type(value) not in _IMMUTABLE and touched is not None and key not in touched:
             touched.add(key)
@@ -243,19 +241,32 @@ class ServerSession(dict[str, t.Any], SessionMixin):
         elif self._touched is not None:
             self._touched.add(key)
 
+    # The two readers views call most: a value that cannot change in place
+    # (a string, a number) is returned without a call to ``_hand_out``.
+
     def __getitem__(self, key: str) -> t.Any:
         if not self._loaded:
             self._load()
         if key in self._pending:
-            self._decode(key)
-        return self._hand_out(key, super().__getitem__(key))
+            value = self._decode(key)
+            if value is _MISSING:
+                raise KeyError(key)
+        else:
+            value = dict.__getitem__(self, key)
+        return value if type(value) in _IMMUTABLE else self._hand_out(key, value)
 
     def get(self, key: str, default: t.Any = None) -> t.Any:
         if not self._loaded:
             self._load()
         if key in self._pending:
-            self._decode(key)
-        return self._hand_out(key, super().get(key, default))
+            value = self._decode(key)
+            if value is _MISSING:
+                return default
+        else:
+            value = dict.get(self, key, _MISSING)
+            if value is _MISSING:
+                return default
+        return value if type(value) in _IMMUTABLE else self._hand_out(key, value)
 
     def __contains__(self, key: object) -> bool:
         self._load()
