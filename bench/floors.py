@@ -126,21 +126,20 @@ def measure(
         import psycopg
 
         with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as pg:
-            pg.execute("CREATE TEMP TABLE bench_floor (key text PRIMARY KEY, data bytea)")
-            pg.execute("INSERT INTO bench_floor VALUES (%s, %s)", (key, _BLOB))
+            # A real table, as the store reads and writes: a temporary one is
+            # never flushed, so a commit to it would cost nothing.
             table = f"bench_floor_{services.tag}"
             pg.execute(f"CREATE TABLE {table} (key text PRIMARY KEY, data bytea)")
             pg.execute(f"INSERT INTO {table} VALUES (%s, %s)", (key, _BLOB))
 
             def select() -> object:
-                return pg.execute("SELECT data FROM bench_floor WHERE key = %s", (key,)).fetchone()
+                return pg.execute(f"SELECT data FROM {table} WHERE key = %s", (key,)).fetchone()
 
             try:
                 out["postgresql"] = {"psycopg primary-key SELECT": _median_us(select, reps, batch)}
                 pid = pg.execute("SELECT pg_backend_pid()").fetchone()[0]
                 placed["postgresql"] = {
                     "psycopg primary-key SELECT": _placed(select, pid, reps, pinned_batch),
-                    # A real table: a temporary one is never flushed, so its commit would cost nothing.
                     "psycopg UPDATE, committed": _placed(
                         lambda: pg.execute(f"UPDATE {table} SET data = %s WHERE key = %s", (_BLOB, key)),
                         pid,

@@ -110,7 +110,7 @@ def measure(path: str, layout: Layout, size: int, cache_kib: int | None) -> dict
         if cache_kib is not None:
             conn.execute(f"PRAGMA cache_size=-{cache_kib}")
         rng = random.Random(1)
-        cold = rng.choices([_key(i) for i in range(0, size, max(1, size // 100_000))], k=2000)
+        cold = rng.choices([_key(i) for i in range(0, size, max(1, size // 100_000))], k=2100)
         active = [_key(i) for i in rng.sample(range(size), min(size, 1000))]
         _median_us(conn, layout, cold[:100])
         out = {"cold": _median_us(conn, layout, cold[100:])}
