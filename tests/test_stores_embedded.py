@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sqlite3
 import sys
 import threading
 import time
@@ -11,6 +12,7 @@ import typing as t
 
 import pytest
 
+from flask_satchel.errors import StoreUnavailable
 from flask_satchel.stores import filesystem
 from flask_satchel.stores.base import Change, Record
 from flask_satchel.stores.filesystem import FileSystemStore
@@ -252,3 +254,24 @@ def test_filesystem_large_record_round_trips(tmp_path: t.Any) -> None:
     record = store.load("cd" * 16)
     assert record is not None
     assert record.data == {**big, "x": b"1"}
+
+
+def test_sqlite_failed_read_is_unavailable_and_its_connection_is_not_reused(tmp_path: t.Any) -> None:
+    """A load SQLite refuses is ``StoreUnavailable`` naming the file; the next load opens a fresh connection."""
+    path = str(tmp_path / "sessions.sqlite3")
+    store = SQLiteStore(path)
+    try:
+        now = time.time()
+        store.create("k", Record(data={"a": b"1"}, created_at=now, last_seen=now, expires_at=now + 60))
+        assert store.load("k") is not None
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("ALTER TABLE satchel_sessions RENAME TO moved")
+        with pytest.raises(StoreUnavailable, match=r"sessions\.sqlite3"):
+            store.load("k")  # the pooled connection's statement names a table that is gone
+        other.execute("ALTER TABLE moved RENAME TO satchel_sessions")
+        other.close()
+        loaded = store.load("k")
+        assert loaded is not None
+        assert loaded.data == {"a": b"1"}
+    finally:
+        store.close()
