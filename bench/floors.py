@@ -22,11 +22,15 @@ import statistics
 import time
 import typing as t
 
+import latency
+
 if t.TYPE_CHECKING:
+    from flask import Flask
     from services import Services
 
 _BLOB = os.urandom(1024)
 _FIELDS = {f"k{i}": os.urandom(100) for i in range(10)}
+_SELECT = "SELECT data FROM t WHERE key = ?"
 
 
 def _median_us(fn: t.Callable[[], object], reps: int, batch: int) -> float:
@@ -41,6 +45,68 @@ def _median_us(fn: t.Callable[[], object], reps: int, batch: int) -> float:
     return statistics.median(times)
 
 
+@contextlib.contextmanager
+def local_reads(services: Services, key: str) -> t.Iterator[dict[str, tuple[str, t.Callable[[], object]]]]:
+    """The bare reads of the in-process storages, by storage: (operation, the read)."""
+    records = {"k": _BLOB}
+    stem = os.path.join(services.workdir, f"floor-{key.replace(':', '-')}")
+    conn = sqlite3.connect(f"{stem}.sqlite3", isolation_level=None)
+    file_path = f"{stem}.bin"
+    with open(file_path, "wb") as f:
+        f.write(_BLOB)
+
+    def read_file() -> bytes:
+        with open(file_path, "rb") as f:
+            return f.read()
+
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE IF NOT EXISTS t (key TEXT PRIMARY KEY, data BLOB) WITHOUT ROWID")
+        conn.execute("INSERT OR REPLACE INTO t VALUES (?, ?)", (key, _BLOB))
+        yield {
+            "memory": ("dict lookup", lambda: records.get("k")),
+            "sqlite": ("sqlite3 primary-key SELECT", lambda: conn.execute(_SELECT, (key,)).fetchone()),
+            "filesystem": ("1 KB file read", read_file),
+        }
+    finally:
+        conn.close()
+
+
+def in_request(
+    services: Services, floor_app: Flask, plan: latency.Plan, log: t.Callable[[str], None]
+) -> dict[str, dict[str, float]]:
+    """Median µs of each in-process bare read made inside a no-session request, over that request alone.
+
+    A tight loop of one read keeps its code and data in the CPU's caches; a
+    request runs Flask and Werkzeug in between, which evict them, and a
+    session's read pays for fetching them back. This is that read as a
+    request pays for it: the no-session request plus the bare read, timed
+    batch by batch against the no-session request alone.
+    """
+    out: dict[str, dict[str, float]] = {}
+    floor = latency.Call(floor_app, "/untouched")
+    with local_reads(services, f"bench-{services.tag}:in-request") as reads:
+        calls = [_Then(floor, fn) for _, fn in reads.values()]
+        timings = latency.time_group(calls, floor, plan)
+        for (storage, (op, _)), timing in zip(reads.items(), timings, strict=True):
+            out[storage] = {op: timing.overhead_us}
+            log(f"  in a request {storage:11} {op:28} {timing.overhead_us:8.1f} µs")
+    return out
+
+
+class _Then(latency.Timed):
+    """A prepared request, then one bare read."""
+
+    def __init__(self, call: latency.Call, read: t.Callable[[], object]) -> None:
+        self.call = call
+        self.read = read
+
+    def __call__(self) -> object:
+        body = self.call()
+        self.read()
+        return body
+
+
 def measure(
     services: Services, reps: int, batch: int, log: t.Callable[[str], None]
 ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, dict[str, float] | None]]]:
@@ -51,32 +117,9 @@ def measure(
     pinned_batch = max(10, batch // 10)
     key = f"bench-{services.tag}:floor"
 
-    records = {"k": _BLOB}
-    out["memory"] = {"dict lookup": _median_us(lambda: records.get("k"), reps, batch)}
-
-    path = os.path.join(services.workdir, "floor.sqlite3")
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("CREATE TABLE t (key TEXT PRIMARY KEY, data BLOB) WITHOUT ROWID")
-        conn.execute("INSERT INTO t VALUES (?, ?)", (key, _BLOB))
-        out["sqlite"] = {
-            "sqlite3 primary-key SELECT": _median_us(
-                lambda: conn.execute("SELECT data FROM t WHERE key = ?", (key,)).fetchone(), reps, batch
-            )
-        }
-    finally:
-        conn.close()
-
-    file_path = os.path.join(services.workdir, "floor.bin")
-    with open(file_path, "wb") as f:
-        f.write(_BLOB)
-
-    def read_file() -> bytes:
-        with open(file_path, "rb") as f:
-            return f.read()
-
-    out["filesystem"] = {"1 KB file read": _median_us(read_file, reps, batch)}
+    with local_reads(services, key) as reads:
+        for storage, (op, fn) in reads.items():
+            out[storage] = {op: _median_us(fn, reps, batch)}
 
     if services.redis_url:
         import redis

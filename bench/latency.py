@@ -44,7 +44,29 @@ QUICK = Plan(reps=11, batch_seconds=0.012, count_requests=20)
 FULL = Plan(reps=41, batch_seconds=0.04, count_requests=100)
 
 
-class Call:
+class Timed:
+    """Something timed in batches: a subclass says what one call does."""
+
+    def __call__(self) -> object:
+        raise NotImplementedError
+
+    def batch(self, n: int) -> float:
+        """Microseconds per call over ``n`` calls (wall clock)."""
+        return self.timed_batch(n)[0]
+
+    def timed_batch(self, n: int) -> tuple[float, float]:
+        """Wall-clock and CPU microseconds per call over ``n`` calls."""
+        call = self.__call__
+        cpu = time.process_time_ns()
+        start = time.perf_counter_ns()
+        for _ in range(n):
+            call()
+        wall = time.perf_counter_ns() - start
+        cpu = time.process_time_ns() - cpu
+        return wall / n / 1000.0, cpu / n / 1000.0
+
+
+class Call(Timed):
     """One prepared request to an app: environ made once, copied per call."""
 
     def __init__(self, app: Flask, path: str, cookie: str | None = None) -> None:
@@ -72,21 +94,6 @@ class Call:
             if close is not None:
                 close()
 
-    def batch(self, n: int) -> float:
-        """Microseconds per request over ``n`` requests (wall clock)."""
-        return self.timed_batch(n)[0]
-
-    def timed_batch(self, n: int) -> tuple[float, float]:
-        """Wall-clock and CPU microseconds per request over ``n`` requests."""
-        call = self.__call__
-        cpu = time.process_time_ns()
-        start = time.perf_counter_ns()
-        for _ in range(n):
-            call()
-        wall = time.perf_counter_ns() - start
-        cpu = time.process_time_ns() - cpu
-        return wall / n / 1000.0, cpu / n / 1000.0
-
 
 def new_session_cookie(app: Flask) -> str:
     """Create a session with the benchmark payload; return the ``Cookie`` header that names it."""
@@ -111,7 +118,7 @@ def prepare(app: Flask, scenario: str) -> Call:
     return Call(app, f"/{scenario}", new_session_cookie(app))
 
 
-def _batch_size(call: Call, seconds: float) -> int:
+def _batch_size(call: Timed, seconds: float) -> int:
     # Warm up (connections, caches, lazily built tables), then size from a short probe.
     for _ in range(3):
         call()
@@ -153,12 +160,12 @@ def _quartiles(values: list[float]) -> tuple[float, float]:
     return q[0], q[2]
 
 
-def time_pair(call: Call, floor: Call, plan: Plan) -> Timing:
+def time_pair(call: Timed, floor: Timed, plan: Plan) -> Timing:
     """Median per-request time of ``call`` and of ``floor``, batches interleaved."""
     return time_group([call], floor, plan)[0]
 
 
-def time_group(calls: list[Call], floor: Call, plan: Plan) -> list[Timing]:
+def time_group(calls: t.Sequence[Timed], floor: Timed, plan: Plan) -> list[Timing]:
     """Median per-request time of each of ``calls``, taking turns batch by batch with ``floor``.
 
     Apps compared with each other are timed in one loop, so a ratio of two

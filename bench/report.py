@@ -79,6 +79,10 @@ def ratios(results: Results) -> dict[str, dict[str, float | None]]:
         read = _overhead(results, backend.name, "read")
         row["read_budget_us"] = None if floor is None else 1.3 * floor + 20
         row["read_vs_budget"] = _ratio(read, row["read_budget_us"])
+        # For reference only (the target is judged on the tight loop above): the same budget from the
+        # bare read as a request pays for it, with its code and data out of the CPU's caches.
+        warm = floor_of(results.get("floors_in_request", {}), backend.storage)
+        row["read_vs_budget_in_request"] = None if warm is None else _ratio(read, 1.3 * max(warm, 0.0) + 20)
         out[backend.name] = row
     return out
 
@@ -291,11 +295,18 @@ def _latency_sections(results: Results, lines: list[str]) -> None:
     lines += ["", "rt = round trips (see *counted as*), w = write operations, tx = committed transactions.", ""]
 
     lines += ["## Physical floor: one bare round trip of the raw client", ""]
-    lines += ["| storage | operation | µs |", "|---|---|--:|"]
+    in_request = results.get("floors_in_request", {})
+    lines += ["| storage | operation | µs | inside a request µs |", "|---|---|--:|--:|"]
     for storage, ops in results.get("floors", {}).items():
         for op, us in ops.items():
-            lines.append(f"| {storage} | {op} | {us:.1f} |")
-    lines.append("")
+            lines.append(f"| {storage} | {op} | {us:.1f} | {_fmt(in_request.get(storage, {}).get(op))} |")
+    lines += [
+        "",
+        "*Inside a request*: a no-session request followed by the bare read, less the no-session request"
+        " alone, timed batch by batch. A tight loop keeps the read's code and data in the CPU's caches; a"
+        " request runs Flask in between and evicts them, so a session's read pays more than the loop shows.",
+        "",
+    ]
     placement = {s: ops for s, ops in results.get("placement", {}).items() if any(ops.values())}
     if placement:
         lines += [
@@ -316,14 +327,15 @@ def _latency_sections(results: Results, lines: list[str]) -> None:
     lines += ["## Ratios (Flask-Satchel overhead ÷ other overhead, timed in the same loop)", ""]
     lines += [
         "| backend | read vs Flask-Session | write vs Flask-Session | untouched vs Flask-Session |"
-        " read vs cookie | write vs cookie | read budget (µs) | read ÷ budget |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|",
+        " read vs cookie | write vs cookie | read budget (µs) | read ÷ budget | read ÷ budget inside a request |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for name, row in ratios(results).items():
         lines.append(
             f"| {name} | {_fmt(row['read_vs_fsession'], 2)} | {_fmt(row['write_vs_fsession'], 2)}"
             f" | {_fmt(row['untouched_vs_fsession'], 3)} | {_fmt(row['read_vs_cookie'], 2)}"
-            f" | {_fmt(row['write_vs_cookie'], 2)} | {_fmt(row['read_budget_us'])} | {_fmt(row['read_vs_budget'], 2)} |"
+            f" | {_fmt(row['write_vs_cookie'], 2)} | {_fmt(row['read_budget_us'])} | {_fmt(row['read_vs_budget'], 2)}"
+            f" | {_fmt(row['read_vs_budget_in_request'], 2)} |"
         )
     lines.append("")
 

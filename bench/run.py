@@ -110,8 +110,10 @@ def run_latency(
     lat: dict[str, t.Any] = results.setdefault("latency", {})
     io: dict[str, t.Any] = results.setdefault("io", {})
     floor_app = apps.build("floor", services)
-    _log("Per-request time, median of batches, floor timed in the same loop:")
     try:
+        _log("The same in-process reads made inside a no-session request:")
+        results["floors_in_request"] = floors.in_request(services, floor_app, plan, _log)
+        _log("Per-request time, median of batches, floor timed in the same loop:")
         runnable = []
         for backend in backends:
             if backend.family == "floor":
