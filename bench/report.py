@@ -81,8 +81,8 @@ def ratios(results: Results) -> dict[str, dict[str, float | None]]:
         row["read_vs_budget"] = _ratio(read, row["read_budget_us"])
         # For reference only (the target is judged on the tight loop above): the same budget from the
         # bare read as a request pays for it, with its code and data out of the CPU's caches.
-        warm = floor_of(results.get("floors_in_request", {}), backend.storage)
-        row["read_vs_budget_in_request"] = None if warm is None else _ratio(read, 1.3 * max(warm, 0.0) + 20)
+        cold = floor_of(results.get("floors_in_request", {}), backend.storage)
+        row["read_vs_budget_in_request"] = None if cold is None else _ratio(read, 1.3 * max(cold, 0.0) + 20)
         out[backend.name] = row
     return out
 

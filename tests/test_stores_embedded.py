@@ -256,8 +256,8 @@ def test_filesystem_large_record_round_trips(tmp_path: t.Any) -> None:
     assert record.data == {**big, "x": b"1"}
 
 
-def test_sqlite_failed_read_is_unavailable_and_its_connection_is_not_reused(tmp_path: t.Any) -> None:
-    """A load SQLite refuses is ``StoreUnavailable`` naming the file; the next load opens a fresh connection."""
+def test_sqlite_failed_read_is_unavailable_then_recovers(tmp_path: t.Any) -> None:
+    """A load SQLite refuses is ``StoreUnavailable`` naming the file; once SQLite answers again, so does the store."""
     path = str(tmp_path / "sessions.sqlite3")
     store = SQLiteStore(path)
     try:
