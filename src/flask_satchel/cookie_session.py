@@ -135,5 +135,7 @@ class CookieSessionInterface(SatchelSessionInterface):
             raise SessionTooLarge(
                 f"The session cookie would be {size} bytes, over the {limit}-byte limit browsers keep;"
                 " store less in the session, or move to a server-side store (SESSION_TYPE='sqlite',"
-                " the default, or 'redis'), which has no such limit"
+                " the default, or 'redis'), which has no such limit",
+                size=size,
+                limit=limit,
             )

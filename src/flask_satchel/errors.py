@@ -44,4 +44,21 @@ class TooManySessions(SatchelError):
 
 
 class SessionTooLarge(SatchelError, ValueError):
-    """The cookie store's session would not fit in a cookie browsers keep (4,093 bytes)."""
+    """The session is larger than its store can keep, so it was not written.
+
+    Memcached's item size, MariaDB's ``max_allowed_packet`` and the 4,093
+    bytes a browser keeps of a cookie are limits no retry can get past, so
+    this is not a ``StoreUnavailable``: the record in the store stays as it
+    was, and the app has to store less (or pick a store without the limit).
+    """
+
+    def __init__(self, message: str, *, size: int | None = None, limit: int | None = None) -> None:
+        super().__init__(message)
+        #: The encoded size of the session, in bytes, when known.
+        self.size = size
+        #: The store's limit, in bytes, when known.
+        self.limit = limit
+
+
+class SerializationError(SatchelError, TypeError):
+    """A session value Flask-Satchel will not store (it would need pickle); names the key and the type."""

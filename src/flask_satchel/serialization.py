@@ -21,6 +21,8 @@ import uuid
 import msgspec
 from markupsafe import Markup
 
+from .errors import SerializationError
+
 __all__ = ["SerializationError", "decode", "decode_value", "encode", "encode_value"]
 
 # Extension codes: stable on disk, never renumber.
@@ -38,10 +40,6 @@ _encode = _encoder.encode
 _Ext = msgspec.msgpack.Ext
 _PLAIN = frozenset({str, int, float, bool, type(None), bytes})
 _BASES: tuple[type[t.Any], ...] = (bool, int, float, str, bytes, dict, list, tuple)
-
-
-class SerializationError(TypeError):
-    """A value that Flask-Satchel will not store (it would need pickle)."""
 
 
 def _prepare(value: t.Any) -> t.Any:
