@@ -21,14 +21,6 @@ if t.TYPE_CHECKING:
     from flask import Flask
 
 
-def _unavailable(error: StoreUnavailable) -> tuple[str, int, dict[str, str]]:
-    return (
-        error.message,
-        503,
-        {"Retry-After": str(error.retry_after), "Content-Type": "text/plain; charset=utf-8"},
-    )
-
-
 def _release_lock(error: BaseException | None) -> None:
     """Safety net: release a session lock when the request ended without saving."""
     ctx = _cv_request.get(None)
@@ -66,7 +58,7 @@ class Session:
         manager = SessionManager(settings, store, interface, app)
         app.session_interface = interface
         app.extensions["satchel"] = manager
-        app.register_error_handler(StoreUnavailable, _unavailable)
+        app.register_error_handler(StoreUnavailable, interface.outages.handler)
         if settings.locking:
             app.teardown_request(_release_lock)
         app.cli.add_command(session_cli)

@@ -29,7 +29,8 @@ from itsdangerous import BadSignature
 from werkzeug.http import dump_cookie
 
 from . import ids, serialization, signals
-from .errors import SatchelError, SessionLocked, StoreUnavailable, TooManySessions
+from .errors import SerializationError, SessionLocked, StoreUnavailable, TooManySessions
+from .outages import OutageLog
 from .session import ServerSession, snapshot
 from .stores.base import Change, LockingStore, Record
 
@@ -59,6 +60,8 @@ class SatchelSessionInterface(SessionInterface):
         self._pattern = ids.sid_pattern(settings.id_length)
         self._signer = ids.SidSigner() if settings.use_signer else None
         self._saves = itertools.count(1)
+        #: Where this store's outages are reported: one log line every few seconds at most.
+        self.outages = OutageLog(settings.type)
 
     # Ids ------------------------------------------------------------------
 
@@ -341,6 +344,11 @@ class SatchelSessionInterface(SessionInterface):
         # type() first: SessionMixin is an ABC, and isinstance on it is slow.
         if not (type(session) is ServerSession or isinstance(session, ServerSession)):
             return
+        if session._saved:
+            # Flask calls this again on its error path when the first call
+            # raised; what could be written was written (or undone) then.
+            return
+        session._saved = True
         if not session._loaded:
             if session.accessed:  # the proxy was used, the data never was: nothing to write
                 _vary_cookie(response)
@@ -350,19 +358,25 @@ class SatchelSessionInterface(SessionInterface):
             if not session._broken:
                 self._save(app, session, response)
         except StoreUnavailable as e:
-            # Flask turns errors raised after the view into a 500 and ignores
-            # error handlers, so the 503 is made here, on the response itself.
-            _make_unavailable(response, e)
+            self.outages.answer(response, e)
             return
         finally:
             if session._lock is not None:
                 self.release(session)
         n = self.settings.cleanup_n_requests
         if n is not None and next(self._saves) % n == 0:
-            try:
-                self.store.cleanup(self.now())
-            except SatchelError as e:
-                log.warning("Periodic session cleanup failed: %s", e)
+            self._periodic_cleanup()
+
+    def _periodic_cleanup(self) -> None:
+        """``SESSION_CLEANUP_N_REQUESTS``: purge expired records on the back of a user's request.
+
+        The request has its answer already; whatever goes wrong here is the
+        operator's to see in the log, never the user's to see as an error page.
+        """
+        try:
+            self.store.cleanup(self.now())
+        except Exception:
+            log.exception("Periodic session cleanup failed")
 
     def _save(self, app: Flask, session: ServerSession, response: Response) -> None:
         store = self.store
@@ -379,9 +393,15 @@ class SatchelSessionInterface(SessionInterface):
             record = self._new_record(app, session, now)
             handle = self.handle_for(session)
             store.create(handle, record)
+            try:
+                self._set_cookie(app, session, response, self._cookie_value(app, self._sid(session)), record)
+                self._announce(app, session, handle)
+            except BaseException:
+                # Flask answers with its error page, not this response: no
+                # cookie will carry the new id, so nobody could reach the record.
+                self._discard(handle)
+                raise
             session._stored = True
-            self._announce(app, session, handle)
-            self._set_cookie(app, session, response, self._cookie_value(app, self._sid(session)), record)
             self._enforce_cap(app, record.user, handle)
             return
 
@@ -404,6 +424,13 @@ class SatchelSessionInterface(SessionInterface):
             return
         if session._rotated or session._permanent_changed or (refresh and session._permanent):
             self._set_cookie(app, session, response, self._cookie_value(app, self._sid(session)), change)
+
+    def _discard(self, handle: str) -> None:
+        """Delete a record this request created but could not hand out, if the store lets us."""
+        try:
+            self.store.delete(handle)
+        except StoreUnavailable as e:
+            log.warning("Could not delete session %s after a failed save (it will expire): %s", handle, e)
 
     def _pending_change(self, app: Flask, session: ServerSession, record: Record, now: float) -> Change | None:
         """What a stored session's request has to write, or None when it has nothing to write.
@@ -463,7 +490,10 @@ class SatchelSessionInterface(SessionInterface):
                 image = snapshots.get(key)
                 if image is not None and snapshot(value) == image:
                     continue  # handed out, and still what it was
-                encoded = serialization.encode_value(value)
+                try:
+                    encoded = serialization.encode_value(value)
+                except SerializationError as e:
+                    raise SerializationError(f"session key {key!r}: {e}") from e
                 if original.get(key) != encoded:
                     changed[key] = encoded
             elif key in original:
@@ -629,11 +659,3 @@ def _vary_cookie(response: Response) -> None:
 def _forward_key(key: str) -> str:
     """Where a rotated key's forwarding record lives: a hash, so it is a handle like any other."""
     return ids.key_of(f"forward:{key}")
-
-
-def _make_unavailable(response: Response, error: StoreUnavailable) -> None:
-    log.error("Session store unavailable: %s", error)
-    response.status_code = 503
-    response.headers["Retry-After"] = str(error.retry_after)
-    response.mimetype = "text/plain"
-    response.set_data(error.message)

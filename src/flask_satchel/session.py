@@ -100,6 +100,8 @@ class ServerSession(dict[str, t.Any], SessionMixin):
     #: (key, token) of the session lock this request holds (``SESSION_LOCKING``).
     _lock: tuple[str, str] | None = None
     _permanent_changed = False
+    #: ``save_session`` ran for this request (Flask calls it a second time when the first raised).
+    _saved = False
 
     def __init__(self, interface: SatchelSessionInterface, app: Flask, request: Request | None) -> None:
         # No dict.__init__: with no arguments it does nothing, and this runs on every request.
