@@ -144,7 +144,7 @@ def test_list_shows_utc_times_and_ages(app: Flask, clock: list[float]) -> None:
         "ann",
         "2026-11-22 08:01 UTC",
         "3 h ago",
-        "2026-12-22 08:01 UTC",
+        "2026-12-23 08:01 UTC",  # 31 days: Flask's lifetime, the idle and the absolute cap
     ]
     # Columns line up under their headers.
     assert lines[0].index("last_seen") == lines[1].index("3 h ago")
@@ -164,7 +164,7 @@ def test_show_prints_metadata_and_key_names(app: Flask, clock: list[float]) -> N
         "user": "ann",
         "created": "2026-11-22 08:01 UTC (2 h ago)",
         "last seen": "2026-11-22 08:01 UTC (2 h ago)",
-        "expires": "2026-12-22 08:01 UTC (in 30 d)",
+        "expires": "2026-12-23 08:01 UTC (in 31 d)",
         "permanent": "no",
         "ip": "-",
         "user agent": "-",

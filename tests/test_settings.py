@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import typing as t
+from email.utils import parsedate_to_datetime
 
 import pytest
+from conftest import add_value_views
 from flask import Flask
 
 from flask_satchel import ConfigError, Session
@@ -20,14 +23,14 @@ def make_app(tmp_path: t.Any, **config: t.Any) -> Flask:
 
 
 def test_defaults(tmp_path: t.Any) -> None:
-    """With nothing configured the store is SQLite in the instance folder, non-permanent, 30-day cap."""
-    settings = load({}, str(tmp_path), None)
+    """With nothing configured the store is SQLite in the instance folder, non-permanent, capped at Flask's 31 days."""
+    settings = load({}, str(tmp_path))
     assert settings.type == "sqlite"
     assert settings.sqlite_path == os.path.join(str(tmp_path), "flask_satchel.sqlite3")
     assert settings.permanent is False
     assert settings.key_prefix == "session:"
     assert settings.id_length == 32
-    assert settings.absolute_lifetime == 30 * 86400
+    assert settings.absolute_lifetime == 31 * 86400  # PERMANENT_SESSION_LIFETIME's default, longer than 30 days
     assert settings.user_key == "_user_id"
 
 
@@ -44,7 +47,6 @@ def test_flask_session_keys_are_accepted(tmp_path: t.Any) -> None:
             "SESSION_CLEANUP_N_REQUESTS": 100,
         },
         str(tmp_path),
-        "secret",
     )
     assert (settings.type, settings.file_dir, settings.permanent) == ("filesystem", str(tmp_path / "f"), True)
     assert (settings.key_prefix, settings.id_length, settings.use_signer) == ("app1:", 48, True)
@@ -74,20 +76,19 @@ def test_flask_session_keys_are_accepted(tmp_path: t.Any) -> None:
 )
 def test_url_picks_the_store(url: str, kind: str, tmp_path: t.Any) -> None:
     """SESSION_URL alone selects the store type."""
-    assert load({"SESSION_URL": url}, str(tmp_path), "k").type == kind
+    assert load({"SESSION_URL": url}, str(tmp_path)).type == kind
 
 
 def test_sqlite_paths(tmp_path: t.Any) -> None:
     """sqlite:///rel is relative to the instance folder, sqlite:////abs is absolute."""
-    assert load({"SESSION_URL": "sqlite:///s.db"}, str(tmp_path), None).sqlite_path == str(tmp_path / "s.db")
-    assert load({"SESSION_URL": "sqlite:////tmp/x.db"}, str(tmp_path), None).sqlite_path == "/tmp/x.db"
+    assert load({"SESSION_URL": "sqlite:///s.db"}, str(tmp_path)).sqlite_path == str(tmp_path / "s.db")
+    assert load({"SESSION_URL": "sqlite:////tmp/x.db"}, str(tmp_path)).sqlite_path == "/tmp/x.db"
 
 
 @pytest.mark.parametrize(
     ("config", "key", "words"),
     [
         ({"SESSION_TYPE": "mongo"}, "SESSION_TYPE", "accepted: sqlite, filesystem"),
-        ({"SESSION_TYPE": "cachelib"}, "SESSION_TYPE", "not supported"),
         ({"SESSION_URL": "ftp://x"}, "SESSION_URL", "unknown scheme 'ftp'"),
         ({"SESSION_URL": "redis://h:notaport"}, "SESSION_URL", "cannot parse"),
         ({"SESSION_URL": "nonsense"}, "SESSION_URL", "expected a URL"),
@@ -104,8 +105,6 @@ def test_sqlite_paths(tmp_path: t.Any) -> None:
         ({"SESSION_USER_KEY": ""}, "SESSION_USER_KEY", "non-empty"),
         ({"SESSION_CLEANUP_N_REQUESTS": 0}, "SESSION_CLEANUP_N_REQUESTS", "positive"),
         ({"SESSION_FILE_MODE": 0o7777}, "SESSION_FILE_MODE", "permission bits"),
-        ({"SESSION_SERIALIZATION_FORMAT": "json"}, "SESSION_SERIALIZATION_FORMAT", "msgpack"),
-        ({"SESSION_USE_SIGNER": True}, "SECRET_KEY", "SESSION_USE_SIGNER"),
     ],
 )
 def test_bad_config_raises_naming_the_key(config: dict[str, t.Any], key: str, words: str, tmp_path: t.Any) -> None:
@@ -118,11 +117,61 @@ def test_bad_config_raises_naming_the_key(config: dict[str, t.Any], key: str, wo
     assert words in str(info.value)
 
 
-def test_file_threshold_warns(tmp_path: t.Any) -> None:
-    """SESSION_FILE_THRESHOLD is ignored with a warning: live sessions are never evicted."""
+def test_file_threshold_is_logged_not_warned(tmp_path: t.Any, caplog: pytest.LogCaptureFixture) -> None:
+    """SESSION_FILE_THRESHOLD is ignored with a log line (not a warning, which -W error would make a crash)."""
     app = make_app(tmp_path, SESSION_TYPE="filesystem", SESSION_FILE_THRESHOLD=500)
-    with pytest.warns(UserWarning, match="never evicts a live session"):
+    with caplog.at_level(logging.WARNING, "flask_satchel"):
+        Session(app)  # the suite runs with warnings as errors
+    assert any("never evicts a live session" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("fmt", ["json", "msgpack"])
+def test_flask_session_serialization_format_is_accepted(
+    tmp_path: t.Any, caplog: pytest.LogCaptureFixture, fmt: str
+) -> None:
+    """SESSION_SERIALIZATION_FORMAT, Flask-Session's record encoding, starts the app and says so in one log line."""
+    app = make_app(tmp_path, SESSION_TYPE="memory", SESSION_SERIALIZATION_FORMAT=fmt)
+    with caplog.at_level(logging.INFO, "flask_satchel"):
         Session(app)
+    assert [r.getMessage() for r in caplog.records if "SESSION_SERIALIZATION_FORMAT" in r.getMessage()]
+    add_value_views(app)
+    client = app.test_client()
+    client.get("/set/kept")
+    assert client.get("/get").text == "'kept'"
+
+
+@pytest.mark.parametrize(
+    ("idle", "absolute"),
+    [
+        (dt.timedelta(days=90), 90 * 86400),  # a long idle lifetime is not cut to 30 days
+        (dt.timedelta(days=31), 31 * 86400),  # Flask's default
+        (dt.timedelta(hours=1), 30 * 86400),
+    ],
+)
+def test_default_absolute_lifetime_is_never_below_the_idle_one(tmp_path: t.Any, idle: t.Any, absolute: float) -> None:
+    """With SESSION_ABSOLUTE_LIFETIME unset, the cap is 30 days or PERMANENT_SESSION_LIFETIME, whichever is longer."""
+    assert load({"PERMANENT_SESSION_LIFETIME": idle}, str(tmp_path)).absolute_lifetime == absolute
+
+
+def test_absolute_lifetime_shorter_than_idle_is_logged(tmp_path: t.Any, caplog: pytest.LogCaptureFixture) -> None:
+    """An explicit SESSION_ABSOLUTE_LIFETIME below the idle lifetime is kept, with a warning naming both keys."""
+    config = {"PERMANENT_SESSION_LIFETIME": dt.timedelta(days=90), "SESSION_ABSOLUTE_LIFETIME": dt.timedelta(days=7)}
+    with caplog.at_level(logging.WARNING, "flask_satchel"):
+        assert load(config, str(tmp_path)).absolute_lifetime == 7 * 86400
+    message = " ".join(r.getMessage() for r in caplog.records)
+    assert "SESSION_ABSOLUTE_LIFETIME" in message
+    assert "PERMANENT_SESSION_LIFETIME" in message
+
+
+def test_a_90_day_permanent_cookie_lasts_90_days(tmp_path: t.Any) -> None:
+    """PERMANENT_SESSION_LIFETIME = 90 days: the permanent cookie is dated 90 days ahead, not 30."""
+    app = make_app(tmp_path, SESSION_TYPE="memory", SESSION_PERMANENT=True)
+    app.config["PERMANENT_SESSION_LIFETIME"] = dt.timedelta(days=90)
+    Session(app)
+    add_value_views(app)
+    cookie = app.test_client().get("/set/x").headers["Set-Cookie"]
+    expires = parsedate_to_datetime(cookie.split("Expires=")[1].split(";")[0])
+    assert expires > dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=89)
 
 
 def test_own_keys_are_read_once(tmp_path: t.Any) -> None:

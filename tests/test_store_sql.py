@@ -49,7 +49,6 @@ class Backend:
             | self.config
             | config,
             "/nonexistent",
-            None,
         )
         return SQLStore.from_settings(settings)
 

@@ -328,7 +328,7 @@ def _open_target(url: str) -> Store:
     config = {k: v for k, v in current_app.config.items() if k.startswith("SESSION_") and k not in _SOURCE_ONLY}
     config["PERMANENT_SESSION_LIFETIME"] = current_app.config["PERMANENT_SESSION_LIFETIME"]
     config["SESSION_URL"] = url
-    target = _settings.load(config, current_app.instance_path, current_app.secret_key)
+    target = _settings.load(config, current_app.instance_path)
     try:
         return open_store(target)
     except ImportError as e:

@@ -35,6 +35,7 @@ class CookieSessionInterface(SatchelSessionInterface):
 
     def __init__(self, settings: Settings, store: CookieStore) -> None:
         super().__init__(settings, store)
+        self.needs_secret = True
 
     def sid_for(self, session: ServerSession) -> str | None:
         return None

@@ -8,17 +8,17 @@ from flask.globals import _cv_request
 
 from . import settings as _settings
 from .cli import session_cli
-from .cookie_session import CookieSessionInterface
 from .errors import ConfigError, StoreUnavailable
 from .interface import SatchelSessionInterface
 from .manager import SessionManager
 from .session import ServerSession
 from .stores import open_store
 from .stores.base import LockingStore
-from .stores.cookie import CookieStore
 
 if t.TYPE_CHECKING:
     from flask import Flask
+
+    from .stores.cookie import CookieStore
 
 
 def _release_lock(error: BaseException | None) -> None:
@@ -45,14 +45,17 @@ class Session:
 
     def init_app(self, app: Flask) -> SessionManager:
         """Read the config once, open the store and take over ``app.session_interface``."""
-        settings = _settings.load(app.config, app.instance_path, app.secret_key)
+        settings = _settings.load(app.config, app.instance_path)
         with app.app_context():  # a Flask-SQLAlchemy ``db`` needs one to hand out its engine
             store = open_store(settings)
         if settings.locking and not isinstance(store, LockingStore):
             raise ConfigError("SESSION_LOCKING", f"the {settings.type} store cannot lock sessions")
         interface: SatchelSessionInterface
-        if isinstance(store, CookieStore):
-            interface = CookieSessionInterface(settings, store)
+        if settings.type == "cookie":
+            # Imported only here: the cookie store's cryptography is an optional extra.
+            from .cookie_session import CookieSessionInterface
+
+            interface = CookieSessionInterface(settings, t.cast("CookieStore", store))
         else:
             interface = SatchelSessionInterface(settings, store)
         manager = SessionManager(settings, store, interface, app)

@@ -59,6 +59,8 @@ class SatchelSessionInterface(SessionInterface):
         self.store = store
         self._pattern = ids.sid_pattern(settings.id_length)
         self._signer = ids.SidSigner() if settings.use_signer else None
+        #: Sessions need ``app.secret_key``: to sign ids (``SESSION_USE_SIGNER``), or to seal cookies.
+        self.needs_secret = self._signer is not None
         self._saves = itertools.count(1)
         #: Where this store's outages are reported: one log line every few seconds at most.
         self.outages = OutageLog(settings.type)
@@ -105,8 +107,12 @@ class SatchelSessionInterface(SessionInterface):
 
     # Opening --------------------------------------------------------------
 
-    def open_session(self, app: Flask, request: Request) -> ServerSession:
+    def open_session(self, app: Flask, request: Request) -> ServerSession | None:
         # Nothing is read here: the session loads itself when first used.
+        if self.needs_secret and not app.secret_key:
+            # As Flask does without a key: its NullSession reads as empty and
+            # refuses writes with Flask's own "session is unavailable" error.
+            return None
         return ServerSession(self, app, request)
 
     def is_null_session(self, obj: object) -> bool:
@@ -422,8 +428,24 @@ class SatchelSessionInterface(SessionInterface):
         elif refresh and not self._touch(session, change):
             self._delete_cookie(app, session, response)
             return
-        if session._rotated or session._permanent_changed or (refresh and session._permanent):
+        if (
+            session._rotated
+            or session._permanent_changed
+            or (refresh and session._permanent)
+            or self._signed_with_old_key(app, session)
+        ):
             self._set_cookie(app, session, response, self._cookie_value(app, self._sid(session)), change)
+
+    def _signed_with_old_key(self, app: Flask, session: ServerSession) -> bool:
+        """A written session whose cookie was signed with a fallback key: it is signed anew, as Flask does.
+
+        Otherwise removing the old key from ``SECRET_KEY_FALLBACKS`` later
+        would log out every user whose session was never re-sent.
+        """
+        if self._signer is None or session._request is None:
+            return False
+        sent = cookie_value(session._request, self.get_cookie_name(app))
+        return sent != self._cookie_value(app, self._sid(session))
 
     def _discard(self, handle: str) -> None:
         """Delete a record this request created but could not hand out, if the store lets us."""
@@ -586,15 +608,22 @@ class SatchelSessionInterface(SessionInterface):
         attributes = self._cookie_attributes(app, session)
         return dump_cookie(self.get_cookie_name(app), value, expires=expires, max_size=max_size, **attributes)
 
-    @staticmethod
-    def _send_cookie(response: Response, header: str) -> None:
+    def _send_cookie(self, response: Response, header: str) -> None:
         response.headers.add("Set-Cookie", header)
-        # A response that hands out a session must not be kept by a shared cache.
-        response.cache_control.no_store = True
+        self._no_store(response)
+
+    def _no_store(self, response: Response) -> None:
+        """A response that hands out or ends a session must not be kept by a shared cache.
+
+        A ``Cache-Control`` the view or another extension set is theirs to
+        decide and is left alone; ``SESSION_NO_STORE = False`` sends none.
+        """
+        if self.settings.no_store and "Cache-Control" not in response.headers:
+            response.cache_control.no_store = True
 
     def _delete_cookie(self, app: Flask, session: ServerSession, response: Response) -> None:
         response.delete_cookie(self.get_cookie_name(app), **self._cookie_attributes(app, session))
-        response.cache_control.no_store = True
+        self._no_store(response)
         if session._destroyed and self.settings.clear_site_data:
             response.headers["Clear-Site-Data"] = '"cookies"'
 

@@ -17,7 +17,7 @@ import typing as t
 
 from . import signals
 from .errors import NotSupported
-from .stores.cookie import CookieStore
+from .stores.base import RevokesByUser
 
 if t.TYPE_CHECKING:
     from flask import Flask
@@ -167,7 +167,7 @@ class SessionManager:
         counted: every cookie of the user sealed before now (but ``keep``'s)
         is refused from now on, and the count returned is 0.
         """
-        if isinstance(self.store, CookieStore):
+        if isinstance(self.store, RevokesByUser):
             self.store.revoke_user(str(user), keep, self._now(), self.settings.absolute_lifetime)
             return 0
         return sum(self.revoke(info.handle) for info in self.sessions_of(user) if info.handle != keep)

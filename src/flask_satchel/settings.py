@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import os
 import typing as t
-import warnings
 from urllib.parse import SplitResult, urlsplit
 
 from .errors import ConfigError
+
+#: Advice that is not an error goes here, once, at ``init_app``: not through
+#: ``warnings``, which a test-suite run with ``-W error`` turns into a crash.
+log = logging.getLogger("flask_satchel")
 
 #: The store types, as ``SESSION_TYPE`` names them.
 TYPES = ("sqlite", "filesystem", "sqlalchemy", "redis", "memcached", "memory", "cookie")
@@ -47,6 +51,8 @@ _UNSUPPORTED_TYPES = {
 }
 
 _DAY = 86400.0
+#: The absolute lifetime when neither it nor a longer idle lifetime is set.
+_ABSOLUTE_DEFAULT = 30 * _DAY
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +66,7 @@ class Settings:
     key_prefix: str = "session:"
     id_length: int = 32
     use_signer: bool = False
-    absolute_lifetime: float = 30 * _DAY
+    absolute_lifetime: float = _ABSOLUTE_DEFAULT
     refresh_interval: float = 60.0
     user_key: str = "_user_id"
     track_client: bool = False
@@ -90,6 +96,9 @@ class Settings:
     max_per_user_policy: str = "revoke_oldest"
     #: Send ``Clear-Site-Data: "cookies"`` when ``destroy()`` deletes the cookie.
     clear_site_data: bool = False
+    #: ``Cache-Control: no-store`` on responses that set or delete the cookie,
+    #: unless the app already chose a ``Cache-Control`` (``SESSION_NO_STORE``).
+    no_store: bool = True
     #: Accept a valid legacy Flask cookie session once and move it into this store.
     migrate_flask_cookies: bool = False
     #: Where the cookie store keeps per-user revocation marks (``SESSION_COOKIE_REVOCATION_URL``).
@@ -185,8 +194,35 @@ def _check_cookie(config: t.Mapping[str, t.Any]) -> None:
 _CLIENT_KEYS = {"redis": "SESSION_REDIS", "memcached": "SESSION_MEMCACHED", "sqlalchemy": "SESSION_SQLALCHEMY"}
 
 
-def load(config: t.Mapping[str, t.Any], instance_path: str, secret_key: t.Any) -> Settings:
-    """Read and check Flask-Satchel's keys from an app's config."""
+def _absolute_lifetime(config: t.Mapping[str, t.Any], idle: float) -> float:
+    """``SESSION_ABSOLUTE_LIFETIME``: by default 30 days, or the idle lifetime when that is longer.
+
+    An app that sets ``PERMANENT_SESSION_LIFETIME`` to 90 days expects its
+    users to stay logged in for 90 days; a cap it never asked for would cut
+    them off silently. An explicit cap below the idle lifetime is honoured,
+    with a word in the log, since then the idle lifetime never applies.
+    """
+    if config.get("SESSION_ABSOLUTE_LIFETIME") is None:
+        return max(_ABSOLUTE_DEFAULT, idle)
+    absolute = _seconds(config, "SESSION_ABSOLUTE_LIFETIME", _ABSOLUTE_DEFAULT, zero=False)
+    if absolute < idle:
+        log.warning(
+            "SESSION_ABSOLUTE_LIFETIME (%g s) is shorter than PERMANENT_SESSION_LIFETIME (%g s):"
+            " every session ends %g s after it began, however active",
+            absolute,
+            idle,
+            absolute,
+        )
+    return absolute
+
+
+def load(config: t.Mapping[str, t.Any], instance_path: str) -> Settings:
+    """Read and check Flask-Satchel's keys from an app's config.
+
+    The secret is not among them: like Flask, the interface reads
+    ``app.secret_key`` when a request needs it, so an app factory may set it
+    after ``init_app``.
+    """
     kind, url = _type_and_url(config)
 
     id_length = config.get("SESSION_ID_LENGTH", 32)
@@ -194,15 +230,10 @@ def load(config: t.Mapping[str, t.Any], instance_path: str, secret_key: t.Any) -
         raise ConfigError("SESSION_ID_LENGTH", f"must be at least 32 bytes (256 bits), got {id_length!r}")
 
     use_signer = _flag(config, "SESSION_USE_SIGNER", False)
-    if (use_signer or kind == "cookie") and not secret_key:
-        raise ConfigError(
-            "SECRET_KEY",
-            "is needed to sign session ids (SESSION_USE_SIGNER) and by the cookie store; set app.secret_key",
-        )
 
     # Flask's own key is read per request, but a value that can never work is
     # a startup error here rather than a 500 later.
-    _seconds(config, "PERMANENT_SESSION_LIFETIME", 31 * _DAY, zero=False)
+    idle = _seconds(config, "PERMANENT_SESSION_LIFETIME", 31 * _DAY, zero=False)
 
     prefix = config.get("SESSION_KEY_PREFIX", "session:")
     if not isinstance(prefix, str):
@@ -219,18 +250,18 @@ def load(config: t.Mapping[str, t.Any], instance_path: str, secret_key: t.Any) -
     if file_dir is not None and not isinstance(file_dir, (str, os.PathLike)):
         raise ConfigError("SESSION_FILE_DIR", f"expected a directory path, got {file_dir!r}")
     if config.get("SESSION_FILE_THRESHOLD") is not None:
-        warnings.warn(
+        log.warning(
             "SESSION_FILE_THRESHOLD is ignored: Flask-Satchel never evicts a live session to make room;"
-            " expired sessions are removed by 'flask session cleanup'",
-            stacklevel=3,
+            " expired sessions are removed by 'flask session cleanup'"
         )
     file_mode = config.get("SESSION_FILE_MODE", 0o600)
     if not isinstance(file_mode, int) or not 0 <= file_mode <= 0o777:
         raise ConfigError("SESSION_FILE_MODE", f"expected permission bits such as 0o600, got {file_mode!r}")
 
-    fmt = config.get("SESSION_SERIALIZATION_FORMAT", "msgpack")
-    if fmt != "msgpack":
-        raise ConfigError("SESSION_SERIALIZATION_FORMAT", f"Flask-Satchel always stores typed msgpack, got {fmt!r}")
+    fmt = config.get("SESSION_SERIALIZATION_FORMAT")
+    if fmt is not None:
+        # Flask-Session's choice of record encoding; no user of Flask-Satchel can observe its own.
+        log.info("SESSION_SERIALIZATION_FORMAT=%r is Flask-Session's; Flask-Satchel stores typed msgpack", fmt)
 
     client = config.get(_CLIENT_KEYS.get(kind, ""))
     table = config.get("SESSION_SQLALCHEMY_TABLE", "sessions")
@@ -254,7 +285,6 @@ def load(config: t.Mapping[str, t.Any], instance_path: str, secret_key: t.Any) -
                     "SESSION_SQLALCHEMY_TABLE": f"{table}_revocations",
                 },
                 instance_path,
-                secret_key,
             )
         except ConfigError as e:
             raise ConfigError("SESSION_COOKIE_REVOCATION_URL", str(e)) from None
@@ -289,7 +319,7 @@ def load(config: t.Mapping[str, t.Any], instance_path: str, secret_key: t.Any) -
         key_prefix=prefix,
         id_length=id_length,
         use_signer=use_signer,
-        absolute_lifetime=_seconds(config, "SESSION_ABSOLUTE_LIFETIME", 30 * _DAY, zero=False),
+        absolute_lifetime=_absolute_lifetime(config, idle),
         refresh_interval=_seconds(config, "SESSION_REFRESH_INTERVAL", 60.0, zero=True),
         user_key=user_key,
         track_client=_flag(config, "SESSION_TRACK_CLIENT", False),
@@ -320,6 +350,7 @@ def load(config: t.Mapping[str, t.Any], instance_path: str, secret_key: t.Any) -
         max_per_user=max_per_user,
         max_per_user_policy=policy,
         clear_site_data=_flag(config, "SESSION_CLEAR_SITE_DATA", False),
+        no_store=_flag(config, "SESSION_NO_STORE", True),
         migrate_flask_cookies=_flag(config, "SESSION_MIGRATE_FLASK_COOKIES", False),
         revocation_settings=revocation_settings,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import typing as t
 
+from ..errors import ConfigError
 from .base import Change, Record, Store, merge
 
 if t.TYPE_CHECKING:
@@ -29,8 +30,36 @@ STORES = {
 }
 
 
+#: The top-level package a store may miss, to the extra that installs it.
+EXTRAS = {
+    "redis": "redis",
+    "pymemcache": "memcached",
+    "sqlalchemy": "sqlalchemy",
+    "psycopg": "postgresql",
+    "psycopg2": "postgresql",
+    "pymysql": "mysql",
+    "MySQLdb": "mysql",
+    "cryptography": "cookie",
+}
+
+
 def open_store(settings: Settings) -> Store:
-    """Build the store that ``settings`` describe."""
+    """Build the store that ``settings`` describe.
+
+    A client library that is not installed is a ``ConfigError`` that says
+    which extra to install, not an import traceback.
+    """
     module, _, name = STORES[settings.type].partition(":")
-    cls = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    return t.cast(Store, cls.from_settings(settings))
+    try:
+        cls = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+        return t.cast(Store, cls.from_settings(settings))
+    except ModuleNotFoundError as e:
+        missing = (e.name or "").partition(".")[0]
+        if missing not in EXTRAS:
+            raise
+        key = "SESSION_URL" if settings.url is not None else "SESSION_TYPE"
+        raise ConfigError(
+            key,
+            f"the {settings.type} store needs the {missing!r} package, which is not installed;"
+            f' pip install "flask-satchel[{EXTRAS[missing]}]"',
+        ) from None

@@ -204,3 +204,11 @@ class LockingStore(Store, t.Protocol):
 
     def unlock(self, key: str, token: str) -> bool:
         """Release the lock if ``token`` still holds it; False when it had lapsed or been taken."""
+
+
+@t.runtime_checkable
+class RevokesByUser(t.Protocol):
+    """A store that ends a user's sessions by a mark rather than by deleting records (the cookie store)."""
+
+    def revoke_user(self, user: str, keep: str | None, now: float, lifetime: float) -> None:
+        """Refuse every session of ``user`` issued before ``now``, except ``keep``; the mark lasts ``lifetime``."""

@@ -31,16 +31,14 @@ import zlib
 
 import msgspec
 
-from ..errors import ConfigError, NotSupported
-from .base import Change, Record
+# Without it, open_store says which extra to install.
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-try:
-    from cryptography.exceptions import InvalidTag
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-except ImportError:  # pragma: no cover - checked in from_settings
-    AESGCM = None  # type: ignore[assignment,misc]
+from ..errors import NotSupported
+from .base import Change, Record
 
 if t.TYPE_CHECKING:
     from ..settings import Settings
@@ -165,10 +163,6 @@ class CookieStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CookieStore:
-        if AESGCM is None:
-            raise ConfigError(
-                "SESSION_TYPE", "'cookie' needs the cryptography package: pip install flask-satchel[cookie]"
-            )
         revocations = None
         if settings.revocation_settings is not None:
             from . import open_store
