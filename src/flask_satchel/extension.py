@@ -45,7 +45,7 @@ class Session:
 
     def init_app(self, app: Flask) -> SessionManager:
         """Read the config once, open the store and take over ``app.session_interface``."""
-        settings = _settings.load(app.config, app.instance_path)
+        settings = _settings.load(app.config, app.instance_path, app.extensions)
         with app.app_context():  # a Flask-SQLAlchemy ``db`` needs one to hand out its engine
             store = open_store(settings)
         if settings.locking and not isinstance(store, LockingStore):

@@ -22,7 +22,7 @@ from .errors import ConfigError
 #: ``warnings``, which a test-suite run with ``-W error`` turns into a crash.
 log = logging.getLogger("flask_satchel")
 
-#: The store types, as ``SESSION_TYPE`` names them.
+#: The store types, as ``SESSION_TYPE`` names them ("cachelib" maps to one of them).
 TYPES = ("sqlite", "filesystem", "sqlalchemy", "redis", "memcached", "memory", "cookie")
 
 #: URL scheme (the part before ``+`` for SQLAlchemy drivers) to store type.
@@ -44,7 +44,6 @@ SCHEMES = {
 
 #: Flask-Session types Flask-Satchel has no store for, with what to use instead.
 _UNSUPPORTED_TYPES = {
-    "cachelib": "use 'filesystem' or 'memory'",
     "mongodb": "use 'redis', 'sqlalchemy' or 'sqlite'",
     "dynamodb": "use 'redis' or 'sqlalchemy'",
     "null": "leave SESSION_TYPE unset for the SQLite default",
@@ -101,6 +100,8 @@ class Settings:
     no_store: bool = True
     #: Accept a valid legacy Flask cookie session once and move it into this store.
     migrate_flask_cookies: bool = False
+    #: Take over a live Flask-Session record once, under a new id (``SESSION_MIGRATE_FLASK_SESSION``).
+    migrate_flask_session: bool = False
     #: Where the cookie store keeps per-user revocation marks (``SESSION_COOKIE_REVOCATION_URL``).
     revocation_settings: Settings | None = None
 
@@ -123,6 +124,52 @@ def _flag(config: t.Mapping[str, t.Any], key: str, default: bool) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(key, f"expected True or False, got {value!r}")
     return value
+
+
+class _Cachelib(t.NamedTuple):
+    """What a cachelib cache handed to Flask-Session (``SESSION_CACHELIB``) becomes here."""
+
+    kind: str
+    #: ``SESSION_FILE_DIR`` for a ``FileSystemCache``.
+    file_dir: str | None = None
+    #: The Redis or memcached client of a ``RedisCache`` or ``MemcachedCache``.
+    client: t.Any = None
+
+
+def _from_cachelib(cache: t.Any) -> _Cachelib:
+    """Map ``SESSION_TYPE = "cachelib"`` to the store that keeps the same data natively.
+
+    Flask-Session 0.7 deprecated "filesystem" for "cachelib" with a
+    ``FileSystemCache``, so this is what apps that followed its advice have.
+    cachelib offers no public accessor for a cache's folder or client; they
+    are read once here, at startup, and a cachelib release that renames them
+    is a ``ConfigError`` saying what to set instead, never a failing request.
+    """
+    name = type(cache).__name__
+    module = type(cache).__module__
+    if not module.startswith("cachelib"):
+        raise ConfigError("SESSION_CACHELIB", f"expected a cachelib cache for SESSION_TYPE 'cachelib', got {name}")
+    if name == "SimpleCache":
+        return _Cachelib("memory")
+    # (type, what cachelib keeps it in, what to configure instead when it moves)
+    known = {
+        "FileSystemCache": ("filesystem", "_path", "SESSION_TYPE = 'filesystem' and SESSION_FILE_DIR"),
+        "RedisCache": ("redis", "_write_client", "SESSION_TYPE = 'redis' and SESSION_REDIS"),
+        "MemcachedCache": ("memcached", "_client", "SESSION_TYPE = 'memcached' and SESSION_MEMCACHED"),
+    }
+    if name not in known:
+        raise ConfigError(
+            "SESSION_CACHELIB",
+            f"a cachelib {name} has no Flask-Satchel store; use a FileSystemCache, SimpleCache, RedisCache or"
+            " MemcachedCache, or set SESSION_TYPE to 'sqlite', 'filesystem', 'redis', 'memcached' or 'sqlalchemy'",
+        )
+    kind, attribute, instead = known[name]
+    value = getattr(cache, attribute, None)
+    if value is None:
+        raise ConfigError("SESSION_CACHELIB", f"cannot tell what this cachelib {name} uses; set {instead}")
+    if kind == "filesystem":
+        return _Cachelib(kind, file_dir=os.fspath(value))
+    return _Cachelib(kind, client=value)
 
 
 def _type_and_url(config: t.Mapping[str, t.Any]) -> tuple[str, SplitResult | None]:
@@ -150,7 +197,7 @@ def _type_and_url(config: t.Mapping[str, t.Any]) -> tuple[str, SplitResult | Non
         kind = "sqlite"
     if kind in _UNSUPPORTED_TYPES:
         raise ConfigError("SESSION_TYPE", f"{kind!r} is not supported by Flask-Satchel; {_UNSUPPORTED_TYPES[kind]}")
-    if kind not in TYPES:
+    if kind not in (*TYPES, "cachelib"):
         raise ConfigError("SESSION_TYPE", f"unknown type {kind!r}; accepted: {', '.join(TYPES)}")
     return kind, url
 
@@ -216,14 +263,44 @@ def _absolute_lifetime(config: t.Mapping[str, t.Any], idle: float) -> float:
     return absolute
 
 
-def load(config: t.Mapping[str, t.Any], instance_path: str) -> Settings:
+def _sqlalchemy_source(
+    config: t.Mapping[str, t.Any], extensions: t.Mapping[str, t.Any]
+) -> tuple[t.Any, SplitResult | None]:
+    """``SESSION_TYPE = "sqlalchemy"`` without ``SESSION_SQLALCHEMY`` or ``SESSION_URL``, as Flask-Session reads it.
+
+    The app's Flask-SQLAlchemy extension when it is initialised already,
+    else a connection of our own to ``SQLALCHEMY_DATABASE_URI``. A SQLite
+    URI is the file the SQLite store opens (relative paths are in the
+    instance folder, as in Flask-SQLAlchemy): ``sqlite`` is that store's URL.
+    """
+    db = extensions.get("sqlalchemy")
+    if db is not None:
+        return db, None
+    uri = config.get("SQLALCHEMY_DATABASE_URI")
+    if not uri:
+        raise ConfigError(
+            "SESSION_SQLALCHEMY",
+            "SESSION_TYPE 'sqlalchemy' needs SESSION_SQLALCHEMY (an Engine or a Flask-SQLAlchemy db),"
+            " SQLALCHEMY_DATABASE_URI or SESSION_URL",
+        )
+    if not isinstance(uri, str):
+        uri = uri.render_as_string(hide_password=False)  # a SQLAlchemy URL object
+    return None, urlsplit(uri)
+
+
+def load(
+    config: t.Mapping[str, t.Any], instance_path: str, extensions: t.Mapping[str, t.Any] | None = None
+) -> Settings:
     """Read and check Flask-Satchel's keys from an app's config.
 
     The secret is not among them: like Flask, the interface reads
     ``app.secret_key`` when a request needs it, so an app factory may set it
-    after ``init_app``.
+    after ``init_app``. ``extensions`` is the app's, for Flask-SQLAlchemy.
     """
     kind, url = _type_and_url(config)
+    cachelib = _from_cachelib(config.get("SESSION_CACHELIB")) if kind == "cachelib" else None
+    if cachelib is not None:
+        kind = cachelib.kind
 
     id_length = config.get("SESSION_ID_LENGTH", 32)
     if not isinstance(id_length, int) or isinstance(id_length, bool) or id_length < 32:
@@ -264,6 +341,13 @@ def load(config: t.Mapping[str, t.Any], instance_path: str) -> Settings:
         log.info("SESSION_SERIALIZATION_FORMAT=%r is Flask-Session's; Flask-Satchel stores typed msgpack", fmt)
 
     client = config.get(_CLIENT_KEYS.get(kind, ""))
+    if cachelib is not None:
+        client = cachelib.client
+        file_dir = cachelib.file_dir or file_dir
+    elif kind == "sqlalchemy" and client is None and url is None:
+        client, url = _sqlalchemy_source(config, extensions or {})
+        if url is not None and url.scheme.partition("+")[0] == "sqlite":
+            kind = "sqlite"
     table = config.get("SESSION_SQLALCHEMY_TABLE", "sessions")
     if not isinstance(table, str) or not table:
         raise ConfigError("SESSION_SQLALCHEMY_TABLE", f"expected a table name, got {table!r}")
@@ -352,5 +436,6 @@ def load(config: t.Mapping[str, t.Any], instance_path: str) -> Settings:
         clear_site_data=_flag(config, "SESSION_CLEAR_SITE_DATA", False),
         no_store=_flag(config, "SESSION_NO_STORE", True),
         migrate_flask_cookies=_flag(config, "SESSION_MIGRATE_FLASK_COOKIES", False),
+        migrate_flask_session=_flag(config, "SESSION_MIGRATE_FLASK_SESSION", False),
         revocation_settings=revocation_settings,
     )
