@@ -125,84 +125,43 @@ def test_filesystem_change_waiting_on_the_lock_follows_the_path(tmp_path: t.Any,
         assert not os.path.exists(path)
 
 
-def test_filesystem_change_is_written_in_place(tmp_path: t.Any) -> None:
-    """A change locks, reads and writes the record through one descriptor: one open, no rename, same file."""
+def test_filesystem_change_replaces_the_file(tmp_path: t.Any) -> None:
+    """A change reads the locked record and renames a whole new file over it: a killed writer tears nothing."""
     key = "ab" * 16
     store, now = _one_record(tmp_path, key, {"a": b"1" * 500})
     path = store._path(key)
     inode = os.stat(path).st_ino
     assert _file_events(lambda: store.load(key)) == ["open"]
     change = Change(set={"b": b"2"}, last_seen=now, expires_at=now + 3600)
-    assert _file_events(lambda: store.apply(key, change)) == ["open"]
+    # The record, then its replacement: a temporary file renamed over it.
+    assert _file_events(lambda: store.apply(key, change)) == ["open", "open", "os.rename"]
+    assert os.stat(path).st_ino != inode
     shrink = Change(set={}, removed=["a"], last_seen=now, expires_at=now + 7200)
     assert store.apply(key, shrink) == 1
     record = store.load(key)
     assert record is not None
     assert record.data == {"b": b"2"}
-    assert os.stat(path).st_ino == inode
-    # Cut to the new, shorter record: no old tail left behind.
     assert os.stat(path).st_size == len(filesystem._frame(record)) < 500
     assert os.stat(path).st_mtime == pytest.approx(now + 7200, abs=1e-3)
-
-
-def test_filesystem_reader_waits_out_a_write_half_done(tmp_path: t.Any) -> None:
-    """A reader that catches a record half written waits for the writer's lock and reads the whole new one."""
-    key = "ef" * 16
-    store, now = _one_record(tmp_path, key, {"a": b"old"})
-    path = store._path(key)
-    new = Record(data={"a": b"new", "b": b"x" * 40}, created_at=now, last_seen=now, expires_at=now + 3600)
-    frame = filesystem._frame(new)
-    fd = os.open(path, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # the writer, stopped half way through its write
-        os.pwrite(fd, frame[: len(frame) // 2], 0)
-        seen: list[Record | None] = []
-        reader = threading.Thread(target=lambda: seen.append(store.load(key)))
-        reader.start()
-        reader.join(0.3)
-        assert reader.is_alive()  # waiting for the lock, not returning the torn bytes
-        os.pwrite(fd, frame, 0)
-    finally:
-        os.close(fd)  # the writer is done: releases the lock
-    reader.join(5)
-    assert seen == [new]
+    assert os.listdir(os.path.dirname(path)) == [key]  # no temporary file left
 
 
 def test_filesystem_damaged_record_is_refused(tmp_path: t.Any) -> None:
-    """A record whose checksum fails with no writer at work (a power cut mid-write) is an error, never misread."""
+    """A record whose checksum fails (a power cut mid-write) is unreadable, never misread, and no change revives it."""
     key = "cd" * 16
     store, now = _one_record(tmp_path, key, {"a": b"1" * 50})
     path = store._path(key)
     with open(path, "r+b") as f:
         f.seek(-5, os.SEEK_END)
         f.write(b"XXXXX")
+    with open(path, "rb") as f:
+        damaged = f.read()
     with pytest.raises(ValueError, match="damaged"):
         store.load(key)
-    with pytest.raises(ValueError, match="damaged"):
-        store.apply(key, Change(set={"b": b"2"}, last_seen=now, expires_at=now + 3600))
-
-
-def test_filesystem_reads_and_upgrades_files_of_before_frames(tmp_path: t.Any) -> None:
-    """A bare msgpack record (the format before frames) loads; its first change replaces it, framed."""
-    import msgspec
-
-    store = FileSystemStore(str(tmp_path))
-    now = time.time()
-    key = "aa" * 16
-    path = store._path(key)
-    os.makedirs(os.path.dirname(path))
-    old = Record(data={"a": b"1"}, created_at=now, last_seen=now, expires_at=now + 3600)
-    with open(path, "wb") as f:
-        f.write(msgspec.msgpack.encode(old))
-    inode = os.stat(path).st_ino
-    assert store.load(key) == old
-    assert store.apply(key, Change(set={"b": b"2"}, last_seen=now, expires_at=now + 3600)) == 2
-    assert os.stat(path).st_ino != inode  # replaced by a rename: no reader of the bare file saw it torn
+    assert store.apply(key, Change(set={"b": b"2"}, last_seen=now, expires_at=now + 3600)) is None
+    assert store.touch(key, now, now + 3600) is False
     with open(path, "rb") as f:
-        assert f.read(1) == b"\xc1"
-    record = store.load(key)
-    assert record is not None
-    assert record.data == {"a": b"1", "b": b"2"}
+        assert f.read() == damaged
 
 
 def test_filesystem_readers_never_see_a_torn_record(tmp_path: t.Any) -> None:
