@@ -82,11 +82,14 @@ def test_other_cachelib_backends_name_what_to_use(tmp_path: t.Any) -> None:
 def _postgres_or_skip() -> None:
     import sqlalchemy as sa
 
+    engine = sa.create_engine(PG_URL, connect_args={"connect_timeout": 2})
     try:
-        with sa.create_engine(PG_URL, connect_args={"connect_timeout": 2}).connect():
+        with engine.connect():
             pass
     except sa.exc.OperationalError:
         require(False, "PostgreSQL is not running on 127.0.0.1:5432")
+    finally:
+        engine.dispose()
 
 
 @pytest.mark.parametrize("uri", [PG_URL, "sqlite:///flask_sqlalchemy.db"])
@@ -124,3 +127,12 @@ def test_sqlalchemy_with_no_database_names_both_keys(tmp_path: t.Any) -> None:
         Session(app)
     assert info.value.key == "SESSION_SQLALCHEMY"
     assert "SQLALCHEMY_DATABASE_URI" in str(info.value)
+
+
+def test_sqlalchemy_bind_key_is_refused_with_what_to_do(tmp_path: t.Any) -> None:
+    """SESSION_SQLALCHEMY_BIND_KEY is not silently ignored: a ConfigError says to pass the bind's engine."""
+    app = make_app(tmp_path, SESSION_TYPE="sqlalchemy", SESSION_SQLALCHEMY_BIND_KEY="sessions")
+    with pytest.raises(ConfigError) as info:
+        Session(app)
+    assert info.value.key == "SESSION_SQLALCHEMY_BIND_KEY"
+    assert "db.engines" in str(info.value)

@@ -335,6 +335,14 @@ def load(
     if not isinstance(file_mode, int) or not 0 <= file_mode <= 0o777:
         raise ConfigError("SESSION_FILE_MODE", f"expected permission bits such as 0o600, got {file_mode!r}")
 
+    if config.get("SESSION_SQLALCHEMY_BIND_KEY") is not None:
+        raise ConfigError(
+            "SESSION_SQLALCHEMY_BIND_KEY",
+            "is not read by Flask-Satchel; hand the bind's engine over instead:"
+            " SESSION_SQLALCHEMY = db.engines[<bind key>]",
+        )
+    if config.get("SESSION_SQLALCHEMY_SEQUENCE") is not None:
+        log.info("SESSION_SQLALCHEMY_SEQUENCE is ignored: Flask-Satchel's table is keyed by the session's hash")
     fmt = config.get("SESSION_SERIALIZATION_FORMAT")
     if fmt is not None:
         # Flask-Session's choice of record encoding; no user of Flask-Satchel can observe its own.
