@@ -13,7 +13,24 @@ Why things are the way they are:
 - Expiry. Memcached reads an expiry of more than 30 days as an absolute Unix
   time, so a relative TTL of 31 days would be a date in January 1970 and the
   record would die at once. Expiries up to 30 days are sent as a TTL, longer
-  ones as the record's ``expires_at`` timestamp.
+  ones as the record's ``expires_at`` timestamp. Either way one second is
+  added to the expiry rounded up: memcached's clock counts whole seconds and
+  moves once a second, so it runs up to a second behind the real time, and
+  an item given a TTL of N seconds is gone after anything between N - 1 and
+  N seconds. Without the extra second a session would end before its
+  deadline; with it, the server drops the record at most two seconds late,
+  and the interface, which checks expiry on read, still ends the session on
+  time.
+- Size. Memcached refuses an item larger than its ``item_size_max`` (``-I``,
+  1 MB by default) with ``SERVER_ERROR object too large for cache``: no retry
+  can store it, so that is ``SessionTooLarge`` naming both sizes, never
+  ``StoreUnavailable``. Records are changed with ``cas``, which leaves the
+  old value in place when it refuses, so the session keeps its last good
+  state (a refused ``set`` drops the old value, but ``set`` only creates
+  records under new keys). The limit is read from ``stats settings`` only when a server
+  refuses a record, and kept: a later record larger than it is refused
+  without sending it, after reading the limit again (one small round trip,
+  in case the server was restarted with another ``-I``).
 - ``touch`` rewrites the record with compare-and-set. Memcached's own
   ``touch`` command would move the server's TTL but leave ``last_seen`` and
   ``expires_at`` in the record stale, and the interface, which checks expiry
@@ -71,7 +88,7 @@ from pymemcache.client.base import Client, PooledClient
 from pymemcache.client.hash import HashClient
 from pymemcache.exceptions import MemcacheServerError, MemcacheUnexpectedCloseError, MemcacheUnknownError
 
-from ..errors import ConfigError, NotSupported, StoreUnavailable
+from ..errors import ConfigError, NotSupported, SessionTooLarge, StoreUnavailable
 from . import _net
 from .base import Change, LastRead, Record, merge
 
@@ -104,6 +121,9 @@ _DOWN = (OSError, MemcacheServerError, MemcacheUnknownError)
 
 _ACCEPTED = "a pymemcache Client, PooledClient or HashClient"
 
+#: What memcached answers to an item over its size limit.
+_TOO_LARGE = b"object too large for cache"
+
 
 def _parse_index(value: bytes) -> list[str]:
     """The keys a user's index lists: ``+key`` lines add, ``-key`` lines remove, in order."""
@@ -117,14 +137,25 @@ def _parse_index(value: bytes) -> list[str]:
     return list(keys)
 
 
+def _refused_as_too_large(error: MemcacheServerError) -> bool:
+    """Whether the server refused an item for being over its size limit."""
+    answer = error.args[0] if error.args else b""
+    return _TOO_LARGE in (answer if isinstance(answer, bytes) else str(answer).encode())
+
+
 def _exptime(expires_at: float) -> int:
-    """The expiry memcached needs for a record that dies at ``expires_at``."""
-    remaining = math.ceil(expires_at - time.time())
+    """The expiry memcached needs for a record that must live until ``expires_at``, and not much longer.
+
+    One second more than the time left, rounded up: memcached's clock runs
+    up to a second behind (see the module docstring).
+    """
+    remaining = expires_at - time.time()
     if remaining <= 0:
         return _GONE  # 0 would mean "never expires"
-    if remaining <= _MAX_TTL:
-        return remaining
-    return math.ceil(expires_at)
+    ttl = math.ceil(remaining) + 1
+    if ttl <= _MAX_TTL:
+        return ttl
+    return math.ceil(expires_at) + 1
 
 
 class _Server:
@@ -143,6 +174,18 @@ class _Server:
         # A plain Client is one socket: two threads using it at once would
         # read each other's answers.
         self._lock = threading.Lock()
+        #: The server's item size limit, once a refused record made the store read it.
+        self.item_size_max: int | None = None
+
+    def read_item_size_max(self) -> int | None:
+        """The server's item size limit (``-I``) from ``stats settings``; None if it does not say."""
+        stats = self.call("stats", "settings")
+        value = stats.get(b"item_size_max", stats.get("item_size_max"))
+        try:
+            self.item_size_max = int(value)
+        except (TypeError, ValueError):
+            self.item_size_max = None
+        return self.item_size_max
 
     def _run(self, method: str, args: tuple[t.Any, ...], kwargs: dict[str, t.Any]) -> t.Any:
         pool = self._pool
@@ -169,6 +212,8 @@ class _Server:
             except BlockingIOError as e:  # the kernel's timeout on our sockets (_net)
                 raise StoreUnavailable(f"memcached {self.name} did not answer in time") from e
             except _DOWN as e:
+                if isinstance(e, MemcacheServerError) and _refused_as_too_large(e):
+                    raise SessionTooLarge(f"memcached {self.name} refused a value as too large") from e
                 raise StoreUnavailable(f"memcached {self.name} is unavailable: {e!r}") from e
             if retries is None:
                 # Each pooled connection may have been closed by a server restart
@@ -462,9 +507,37 @@ class MemcachedStore:
         self._seen.keep(full, (value, cas))
         return record
 
+    def _write(self, server: _Server, command: str, full: str, value: bytes, *args: t.Any, expire: int) -> t.Any:
+        """Write a record with ``command``; ``SessionTooLarge`` with both sizes when it is over the item size limit.
+
+        Once a server has refused a record, its limit is known, and a record
+        whose key and value alone are over it is refused without sending it.
+        """
+        size = len(full) + len(value)
+        if server.item_size_max is not None and size > server.item_size_max:
+            limit = server.read_item_size_max()  # it may have been restarted with another -I
+            if limit is not None and size > limit:
+                raise self._too_large(server, len(value), limit)
+        try:
+            return server.call(command, full, value, *args, expire=expire, noreply=False)
+        except SessionTooLarge as e:
+            raise self._too_large(server, len(value), server.read_item_size_max()) from e
+
+    @staticmethod
+    def _too_large(server: _Server, size: int, limit: int | None) -> SessionTooLarge:
+        over = f"over the {limit}-byte item size limit" if limit is not None else "over the item size limit"
+        return SessionTooLarge(
+            f"The session is {size} bytes encoded, {over} of memcached {server.name} (item_size_max,"
+            " memcached -I, counting the key and the item's header), so it was not stored;"
+            " store less in the session, or start memcached with a larger -I",
+            size=size,
+            limit=limit,
+        )
+
     def create(self, key: str, record: Record) -> None:
         full = self._record_key(key)
-        if not self._server(full).call("set", full, _encode(record), expire=_exptime(record.expires_at), noreply=False):
+        server = self._server(full)
+        if not self._write(server, "set", full, _encode(record), expire=_exptime(record.expires_at)):
             raise StoreUnavailable(f"memcached did not store session {key}")
         # After the record, so a listing never prunes the key of a record
         # about to be written. If this fails the request is a 503 and the
@@ -485,7 +558,8 @@ class MemcachedStore:
             old = _decode(value)
             new = edit(old)
             expire = _exptime(new.expires_at) if new.data else _GONE
-            stored = server.call("cas", full, _encode(new), cas, expire=expire, noreply=False)
+            # A refused cas leaves the old value in place: the session keeps its last good state.
+            stored = self._write(server, "cas", full, _encode(new), cas, expire=expire)
             if stored is None:
                 return None  # deleted between our gets and cas
             if stored:
