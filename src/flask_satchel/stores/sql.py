@@ -42,6 +42,24 @@ answer at all (a frozen host, a dead link), where a server-side limit cannot
 help. Connecting is bounded too, in whole seconds and at least 2 on
 PostgreSQL (libpq's rule). An engine handed over in ``SESSION_SQLALCHEMY`` is
 used as configured: set its timeouts there.
+
+A session too large for the database is ``SessionTooLarge``, never
+``StoreUnavailable``: no retry can store it. MySQL and MariaDB refuse a
+statement longer than ``max_allowed_packet`` and close the connection, so
+the client mostly sees only "server has gone away", which would otherwise
+read as a dead connection and be retried. So the store measures a large
+statement before sending it: one whose blobs alone are over the limit is
+refused without being sent; one that may or may not fit (written out as
+SQL, bytes take up to twice their length) is sent, and the connection dying under it means it was
+too large. The connection is invalidated, so the next request gets a fresh
+one. The limit is read once, with ``SELECT @@max_allowed_packet``, when the
+first session large enough to come near it is written. A compare-and-set carries the old data as well as
+the new, so a session near the limit skips it and is changed under the row
+lock, sending the new data only. The row is left as it was: a refused
+``INSERT`` writes nothing and a refused change is rolled back. The errors
+the databases give for "too large" (MySQL's 1153 and 1301, PostgreSQL's
+``program_limit_exceeded``, SQLite's "string or blob too big") are
+``SessionTooLarge`` too.
 """
 
 from __future__ import annotations
@@ -56,7 +74,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import mysql
 
 from .. import serialization
-from ..errors import ConfigError, SatchelError, StoreUnavailable
+from ..errors import ConfigError, SatchelError, SessionTooLarge, StoreUnavailable
 from .base import Change, LastRead, Record, merge_data, record_from_row, times_after
 
 if t.TYPE_CHECKING:
@@ -78,6 +96,12 @@ CLEANUP_BATCH = 5000
 #: the server or the network is in trouble now, and a retry would only make
 #: the request wait a second ``SESSION_STORE_TIMEOUT``.
 RETRY_WITHIN = 0.25
+
+#: No MySQL or MariaDB release has a smaller ``max_allowed_packet`` by
+#: default: a statement this short is sent without looking the limit up.
+_SMALLEST_DEFAULT_PACKET = 1024 * 1024
+#: Room in a writing statement for all but its blobs: the SQL, key, prefix, user and times.
+_STATEMENT_ROOM = 4096
 
 #: Bare URL schemes mapped to the drivers Flask-Satchel's extras install.
 _DRIVERS = {
@@ -294,6 +318,18 @@ def _missing_table(error: sa_exc.DBAPIError) -> bool:
     return "no such table" in str(orig)  # SQLite
 
 
+def _refused_as_too_large(error: BaseException) -> bool:
+    """Whether the database said a value or statement is over its size limit, in each database's words."""
+    orig = getattr(error, "orig", error)
+    if getattr(orig, "sqlstate", None) == "54000":  # PostgreSQL: program_limit_exceeded
+        return True
+    args: tuple[t.Any, ...] = getattr(orig, "args", ())
+    if args and args[0] in (1153, 1301):  # MySQL/MariaDB: ER_NET_PACKET_TOO_LARGE, ER_WARN_ALLOWED_PACKET_OVERFLOWED
+        return True
+    text = str(orig)
+    return "max_allowed_packet" in text or "string or blob too big" in text  # and SQLite's SQLITE_TOOBIG
+
+
 def _deadlock(error: BaseException | None) -> bool:
     """Whether ``error`` is the database choosing this transaction as a deadlock victim."""
     orig = getattr(error, "orig", None)
@@ -424,6 +460,10 @@ class SQLStore:
         # request that loaded it applies its change against exactly those
         # bytes (compare-and-set) without reading the row again.
         self._seen: LastRead[bytes] = LastRead()
+        # MySQL and MariaDB refuse statements over max_allowed_packet, read
+        # when a session first comes near it (see the module docstring).
+        self._packet_limited = engine.dialect.name in ("mysql", "mariadb")
+        self._max_packet: int | None = None
         self._build_statements()
 
     @classmethod
@@ -559,6 +599,59 @@ class SQLStore:
                 lc.prefix == self.prefix, lc.until <= sa.bindparam("b_now")
             )
 
+    # Sessions too large for the database -----------------------------------------
+
+    def _packet_limit(self, conn: sa.Connection | None) -> int:
+        """MySQL's ``max_allowed_packet``, read once, on ``conn`` or a connection of its own."""
+        limit = self._max_packet
+        if limit is None:
+            query = "SELECT @@max_allowed_packet"
+            if conn is None:
+                value = self._run(lambda conn: conn.exec_driver_sql(query).scalar_one())
+            else:
+                value = conn.exec_driver_sql(query).scalar_one()
+            limit = self._max_packet = int(value)
+        return limit
+
+    def _fits(self, blobs: t.Iterable[bytes | None], conn: sa.Connection | None = None) -> bool | None:
+        """Whether a statement carrying ``blobs`` fits: True, False, or None when only the database can tell.
+
+        Only MySQL and MariaDB have a limit worth measuring. A blob takes
+        between one and two bytes of SQL per byte: PyMySQL writes bytes in
+        hex, mysqlclient escapes some of them. Until a session is large
+        enough to come near the smallest default limit, the limit is not
+        read, so most apps never read it; on a server set below that default,
+        a statement over the limit is still recognised when the server's
+        error reaches the client, and otherwise looks like a lost connection.
+        """
+        if not self._packet_limited:
+            return True
+        present = [blob for blob in blobs if blob]
+        raw = sum(map(len, present))
+        most = 2 * raw + _STATEMENT_ROOM
+        if most <= _SMALLEST_DEFAULT_PACKET and self._max_packet is None:
+            return True
+        limit = self._packet_limit(conn)
+        if most <= limit:
+            return True
+        return False if raw > limit else None
+
+    def _too_large(self, size: int | None) -> SessionTooLarge:
+        limit = self._max_packet if self._packet_limited else None
+        what = "The session" if size is None else f"The session, {size} bytes encoded,"
+        over = (
+            f"is over the database's max_allowed_packet of {limit} bytes in the statement that writes it"
+            " (where each byte can take two)"
+            if limit is not None
+            else "is larger than the database accepts"
+        )
+        return SessionTooLarge(
+            f"{what} {over}, so it was not written; store less in the session"
+            + (", or raise max_allowed_packet on the server" if limit is not None else ""),
+            size=size,
+            limit=limit,
+        )
+
     # Connections and errors -----------------------------------------------------
 
     @contextlib.contextmanager
@@ -567,6 +660,8 @@ class SQLStore:
         try:
             yield
         except sa_exc.DBAPIError as e:
+            if _refused_as_too_large(e):
+                raise self._too_large(None) from e
             if _missing_table(e):
                 raise SatchelError(
                     f"the session table {self.table.fullname!r} does not exist: run 'flask session create-table'"
@@ -631,15 +726,28 @@ class SQLStore:
         return self._retried(lambda: attempt(work), (lambda: attempt(again or work)) if retry else None)
 
     def _execute(
-        self, hot: _Hot, values: dict[str, t.Any], again: _Hot | None = None
+        self,
+        hot: _Hot,
+        values: dict[str, t.Any],
+        again: _Hot | None = None,
+        *,
+        size: int | None = None,
+        near: bool = False,
     ) -> tuple[int, tuple[t.Any, ...] | None]:
         """Run a hot statement on a pooled DB-API connection: its row count and first row.
 
         After a dead connection it runs once more, as ``again`` if given.
+        ``size`` is the encoded session a write carries, and ``near`` says it
+        may be over the database's limit: a dead connection then means it was.
         """
-        return self._retried(lambda: self._execute_once(hot, values), lambda: self._execute_once(again or hot, values))
+        return self._retried(
+            lambda: self._execute_once(hot, values, size, near),
+            lambda: self._execute_once(again or hot, values, size, near),
+        )
 
-    def _execute_once(self, hot: _Hot, values: dict[str, t.Any]) -> tuple[int, tuple[t.Any, ...] | None]:
+    def _execute_once(
+        self, hot: _Hot, values: dict[str, t.Any], size: int | None = None, near: bool = False
+    ) -> tuple[int, tuple[t.Any, ...] | None]:
         """What ``Connection.execute`` and ``commit`` would do for ``hot``, without their bookkeeping.
 
         A write is committed unless the connection commits by itself (no
@@ -670,6 +778,10 @@ class SQLStore:
             return rowcount, row
         except self._driver_errors as e:
             disconnect = dialect.is_disconnect(e, conn.dbapi_connection, cursor)  # type: ignore[arg-type]
+            if _refused_as_too_large(e) or (near and disconnect):
+                # MySQL closes the connection after a statement over its limit.
+                conn.invalidate(e)
+                raise self._too_large(size) from e
             if disconnect:
                 engine.pool._invalidate(conn, e)
             raise sa_exc.DBAPIError.instance(
@@ -747,18 +859,23 @@ class SQLStore:
         return record_from_row(row)
 
     def create(self, key: str, record: Record) -> None:
+        data = serialization.pack(record.data)
+        client = None if record.client is None else serialization.pack(record.client)
+        fits = self._fits((data, client))
+        if fits is False:
+            raise self._too_large(len(data))
         params = {
             "prefix": self.prefix,
             "key": key,
-            "data": serialization.pack(record.data),
+            "data": data,
             "created_at": record.created_at,
             "last_seen": record.last_seen,
             "expires_at": record.expires_at,
             "permanent": record.permanent,
             "user": record.user,
-            "client": None if record.client is None else serialization.pack(record.client),
+            "client": client,
         }
-        self._execute(self._insert, params, again=self._insert_again)
+        self._execute(self._insert, params, again=self._insert_again, size=len(data), near=fits is None)
 
     def apply(self, key: str, change: Change) -> int | None:
         # Each step is idempotent: after a dead connection, the first attempt
@@ -782,18 +899,22 @@ class SQLStore:
         if not data:
             rowcount, _ = self._execute(self._delete_if_unchanged, {"b_key": key, "b_seen": expected})
         else:
+            packed = serialization.pack(data)
+            client = None if change.client is None else serialization.pack(change.client)
+            if self._fits((expected, packed, client)) is not True:
+                return None  # carrying the old data too, it may not fit: the locked path sends the new only
             params: dict[str, t.Any] = {
                 "b_key": key,
                 "b_seen": expected,
-                "b_data": serialization.pack(data),
+                "b_data": packed,
                 "b_last_seen": change.last_seen,
                 "b_expires_at": change.expires_at,
                 "b_permanent": change.permanent,
             }
             if change.user_changed:
                 params["b_user"] = change.user
-            if change.client is not None:
-                params["b_client"] = serialization.pack(change.client)
+            if client is not None:
+                params["b_client"] = client
             statement = self._update_if_unchanged[change.user_changed, change.client is not None]
             rowcount, _ = self._execute(statement, params)
         return len(data) if rowcount == 1 else None
@@ -814,18 +935,28 @@ class SQLStore:
             if not data:
                 conn.execute(self._delete, {"b_key": key})
                 return 0
-            conn.execute(
-                self._update,
-                {
-                    "b_key": key,
-                    "b_data": serialization.pack(data),
-                    "b_last_seen": last_seen,
-                    "b_expires_at": expires_at,
-                    "b_permanent": change.permanent,
-                    "b_user": change.user if change.user_changed else user,
-                    "b_client": client if change.client is None else serialization.pack(change.client),
-                },
-            )
+            packed = serialization.pack(data)
+            client = client if change.client is None else serialization.pack(change.client)
+            fits = self._fits((packed, client), conn)
+            if fits is False:
+                raise self._too_large(len(packed))  # rolled back: the row keeps its data
+            params = {
+                "b_key": key,
+                "b_data": packed,
+                "b_last_seen": last_seen,
+                "b_expires_at": expires_at,
+                "b_permanent": change.permanent,
+                "b_user": change.user if change.user_changed else user,
+                "b_client": client,
+            }
+            try:
+                conn.execute(self._update, params)
+            except sa_exc.DBAPIError as e:
+                if _refused_as_too_large(e) or (fits is None and e.connection_invalidated):
+                    if not e.connection_invalidated:
+                        conn.invalidate(e)  # MySQL closes the connection after a statement over its limit
+                    raise self._too_large(len(packed)) from e
+                raise
             return len(data)
 
     def touch(self, key: str, last_seen: float, expires_at: float) -> bool:
