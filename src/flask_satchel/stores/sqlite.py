@@ -5,6 +5,16 @@ threads at once: the database runs in WAL mode, so readers never wait for a
 writer, and a change is a short ``BEGIN IMMEDIATE`` transaction that reads
 the row, merges the delta and writes it back. A read is one primary-key
 ``SELECT`` on a pooled connection, a few microseconds.
+
+Session values are secrets, so the database file is created readable by
+its owner only (0600), whatever the umask; SQLite gives its ``-wal`` and
+``-shm`` files the mode of the database file. A file that already exists
+keeps the mode it has: whoever made it may have chosen it on purpose.
+
+Every error SQLite reports about the database (locked past the timeout, a
+full or vanished disk, a damaged file, a file that is not a database) is a
+``StoreUnavailable`` naming the file, so the client gets a 503 and the log
+says which file to look at, never a 500.
 """
 
 from __future__ import annotations
@@ -67,6 +77,24 @@ def _transaction(conn: sqlite3.Connection) -> t.Iterator[None]:
     conn.commit()
 
 
+def _failed(error: BaseException) -> bool:
+    """Whether ``error`` is SQLite failing on the database, rather than this module misusing the API.
+
+    ``ProgrammingError`` (a closed connection, wrong bindings) is a bug here,
+    which no retry mends: it keeps its traceback.
+    """
+    return isinstance(error, sqlite3.DatabaseError) and not isinstance(error, sqlite3.ProgrammingError)
+
+
+def _close(conn: sqlite3.Connection) -> None:
+    """Close a connection that failed; a damaged database may fail the rollback as well."""
+    with contextlib.suppress(sqlite3.Error):
+        if conn.in_transaction:
+            conn.rollback()
+    with contextlib.suppress(sqlite3.Error):
+        conn.close()
+
+
 class _Checkout:
     """``with store._conn() as conn``: take a pooled connection, give it back if all went well.
 
@@ -88,8 +116,8 @@ class _Checkout:
         conn = t.cast(sqlite3.Connection, self.conn)
         if kind is None:
             self.store._pool.append(conn)
-        elif issubclass(kind, sqlite3.OperationalError):
-            raise self.store._drop(conn, t.cast(sqlite3.OperationalError, error)) from error
+        elif _failed(t.cast(BaseException, error)):
+            raise self.store._drop(conn, t.cast(sqlite3.DatabaseError, error)) from error
 
 
 class SQLiteStore:
@@ -110,20 +138,41 @@ class SQLiteStore:
     def from_settings(cls, settings: Settings) -> SQLiteStore:
         return cls(settings.sqlite_path, timeout=settings.store_timeout)
 
-    def _connect(self) -> sqlite3.Connection:
+    def _create_file(self) -> bool:
+        """Create the database file 0600 unless it exists, before SQLite opens it with its own 0644; True if made."""
         folder = os.path.dirname(self.path)
         if folder:
             os.makedirs(folder, exist_ok=True)
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return False  # its mode is its owner's choice
+        try:
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, 0o600)  # a umask may have taken the owner's write bit too
+        finally:
+            os.close(fd)
+        return True
+
+    def _connect(self) -> sqlite3.Connection:
+        # On every new connection, not only the first: a file that was moved
+        # away while the app runs (a damaged one, say) is made again, 0600 and
+        # with its tables, so service resumes without a restart.
+        created = self._create_file()
         conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        # NORMAL is durable across application crashes in WAL mode; only a
-        # power loss can drop the last commits, which for sessions is a re-login.
-        conn.execute("PRAGMA synchronous=NORMAL")
-        # A large cleanup grows the WAL; once checkpointed, it shrinks back to this.
-        conn.execute("PRAGMA journal_size_limit=67108864")
-        if not self._ready:
-            conn.executescript(_SCHEMA)
-            self._ready = True
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable across application crashes in WAL mode; only a
+            # power loss can drop the last commits, which for sessions is a re-login.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            # A large cleanup grows the WAL; once checkpointed, it shrinks back to this.
+            conn.execute("PRAGMA journal_size_limit=67108864")
+            if created or not self._ready:
+                conn.executescript(_SCHEMA)
+                self._ready = True
+        except BaseException:
+            _close(conn)  # "file is not a database" fails the first PRAGMA
+            raise
         return conn
 
     def _take(self) -> sqlite3.Connection:
@@ -133,21 +182,29 @@ class SQLiteStore:
         except IndexError:
             try:
                 return self._connect()
-            except sqlite3.OperationalError as e:
+            except (OSError, sqlite3.DatabaseError) as e:  # OSError: the folder or file cannot be made
+                if not isinstance(e, OSError) and not _failed(e):
+                    raise
                 raise self._unavailable(e) from e
 
-    def _drop(self, conn: sqlite3.Connection, error: sqlite3.OperationalError) -> StoreUnavailable:
-        """The error to raise for a connection that failed; it is not pooled again, its state is unknown."""
-        # "database is locked" after the busy timeout, a vanished disk, …
-        if conn.in_transaction:
-            conn.rollback()
+    def _drop(self, conn: sqlite3.Connection, error: sqlite3.DatabaseError) -> StoreUnavailable:
+        """The error to raise for a connection that failed; it is closed, not pooled again: its state is unknown."""
+        # "database is locked" after the busy timeout, a vanished disk, a damaged file, …
+        _close(conn)
         return self._unavailable(error)
 
     def _conn(self) -> _Checkout:
         """A pooled connection for one operation; a failure of SQLite is ``StoreUnavailable``."""
         return _Checkout(self)
 
-    def _unavailable(self, error: BaseException | None) -> StoreUnavailable:
+    def _unavailable(self, error: BaseException) -> StoreUnavailable:
+        """A ``StoreUnavailable`` naming the file, and what to do when the file itself is broken."""
+        name = getattr(error, "sqlite_errorname", None)  # Python 3.11+
+        if name in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or type(error) is sqlite3.DatabaseError:
+            return StoreUnavailable(
+                f"SQLite session store {self.path!r} is damaged or is not an SQLite database ({error});"
+                " restore it from a backup, or move it away to start with no sessions"
+            )
         return StoreUnavailable(f"SQLite session store {self.path!r}: {error}")
 
     @contextlib.contextmanager
@@ -163,7 +220,9 @@ class SQLiteStore:
         conn = self._take()
         try:
             row = conn.execute(_LOAD, (key,)).fetchone()
-        except sqlite3.OperationalError as e:
+        except sqlite3.DatabaseError as e:
+            if not _failed(e):
+                raise
             raise self._drop(conn, e) from e
         self._pool.append(conn)
         return None if row is None else record_from_row(row)
