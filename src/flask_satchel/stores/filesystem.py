@@ -131,16 +131,9 @@ def _stale(stat: os.stat_result, now: float) -> bool:
 
 
 def _unavailable(e: OSError, path: str) -> StoreUnavailable:
+    """The ``StoreUnavailable`` (a 503) for an ``OSError``: a full disk, an I/O error, a permission."""
     code = errno.errorcode.get(e.errno or 0, str(e.errno))
     return StoreUnavailable(f"session file {e.filename or path!r}: {code} ({e.strerror})")
-
-
-@contextlib.contextmanager
-def _failing_as_unavailable(path: str) -> t.Iterator[None]:
-    try:
-        yield
-    except OSError as e:
-        raise _unavailable(e, path) from e
 
 
 class _Held(t.NamedTuple):
@@ -343,47 +336,57 @@ class FileSystemStore:
 
     def load(self, key: str) -> Record | None:
         path = self._path(key)
-        with _failing_as_unavailable(path):
+        try:
             return self._read(path)
+        except OSError as e:
+            raise _unavailable(e, path) from e
 
     def create(self, key: str, record: Record) -> None:
         path = self._path(key)
-        with _failing_as_unavailable(path):
+        try:
             self._mark(key, record.user)
             self._write(path, record)
+        except OSError as e:
+            raise _unavailable(e, path) from e
 
     def apply(self, key: str, change: Change) -> int | None:
         path = self._path(key)
-        with _failing_as_unavailable(path), self._locked(key) as held:
-            if held is None or held.record is None:
-                return None  # gone, or damaged: no session left to change
-            old = held.record
-            new = merge(old, change)
-            if not new.data:
-                os.unlink(path)
-                self._unmark(key, old.user)
-                return 0
-            if new.user != old.user:
-                self._mark(key, new.user)
-                # The old user's marker goes while the new file is still locked:
-                # a change that follows it, and may give the session back to
-                # that user and mark it again, waits until then.
-                self._write(path, new, then=lambda: self._unmark(key, old.user))
-            else:
-                self._write(path, new)  # under the lock of the file it replaces
-            return len(new.data)
+        try:
+            with self._locked(key) as held:
+                if held is None or held.record is None:
+                    return None  # gone, or damaged: no session left to change
+                old = held.record
+                new = merge(old, change)
+                if not new.data:
+                    os.unlink(path)
+                    self._unmark(key, old.user)
+                    return 0
+                if new.user != old.user:
+                    self._mark(key, new.user)
+                    # The old user's marker goes while the new file is still locked:
+                    # a change that follows it, and may give the session back to
+                    # that user and mark it again, waits until then.
+                    self._write(path, new, then=lambda: self._unmark(key, old.user))
+                else:
+                    self._write(path, new)  # under the lock of the file it replaces
+                return len(new.data)
+        except OSError as e:
+            raise _unavailable(e, path) from e
 
     def touch(self, key: str, last_seen: float, expires_at: float) -> bool:
         path = self._path(key)
-        with _failing_as_unavailable(path), self._locked(key) as held:
-            if held is None or held.record is None:
-                return False
-            self._write(path, msgspec.structs.replace(held.record, last_seen=last_seen, expires_at=expires_at))
-            return True
+        try:
+            with self._locked(key) as held:
+                if held is None or held.record is None:
+                    return False
+                self._write(path, msgspec.structs.replace(held.record, last_seen=last_seen, expires_at=expires_at))
+                return True
+        except OSError as e:
+            raise _unavailable(e, path) from e
 
     def delete(self, key: str) -> bool:
         path = self._path(key)
-        with _failing_as_unavailable(path):
+        try:
             with self._locked(key) as held:
                 if held is None:
                     return False
@@ -391,9 +394,11 @@ class FileSystemStore:
             if held.record is not None:
                 self._unmark(key, held.record.user)
             return True
+        except OSError as e:
+            raise _unavailable(e, path) from e
 
     def sessions(self, now: float, user: str | None = None) -> list[tuple[str, Record]]:
-        with _failing_as_unavailable(self.directory):
+        try:
             if user is None:
                 keys = [key for key, mtime in self._records() if mtime > now]
             else:
@@ -418,11 +423,13 @@ class FileSystemStore:
                 if record.expires_at > now:
                     found.append((key, msgspec.structs.replace(record, data={})))
             return found
+        except OSError as e:
+            raise _unavailable(e, self.directory) from e
 
     def cleanup(self, now: float) -> int:
         """Remove expired records, damaged and foreign files whose mtime has passed, and old temporary files."""
         removed = 0
-        with _failing_as_unavailable(self.directory):
+        try:
             for entry, kind, stat in self._scan():
                 if kind == "tmp":
                     if _stale(stat, now):  # the leftover of a killed writer
@@ -432,6 +439,8 @@ class FileSystemStore:
                     self._remove_foreign(entry, stat.st_mtime <= now)
                 elif stat.st_mtime <= now:
                     removed += self._remove_expired(entry.name, now)
+        except OSError as e:
+            raise _unavailable(e, self.directory) from e
         return removed
 
     def _remove_expired(self, key: str, now: float) -> int:
@@ -465,8 +474,10 @@ class FileSystemStore:
         security_log.warning("Removed the foreign entry %r among the session files", entry.path)
 
     def count(self, now: float) -> int:
-        with _failing_as_unavailable(self.directory):
+        try:
             return sum(1 for _, mtime in self._records() if mtime > now)
+        except OSError as e:
+            raise _unavailable(e, self.directory) from e
 
     def lock(self, key: str, token: str, lease: float) -> bool:
         """An ``flock`` on ``locks/<key>``, held open until ``unlock``.
@@ -478,7 +489,7 @@ class FileSystemStore:
         """
         folder = os.path.join(self.directory, _LOCKS)
         path = os.path.join(folder, key)
-        with _failing_as_unavailable(path):
+        try:
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT, self.mode)
             except FileNotFoundError:
@@ -497,6 +508,8 @@ class FileSystemStore:
                 raise
             os.close(fd)
             return False
+        except OSError as e:
+            raise _unavailable(e, path) from e
 
     def unlock(self, key: str, token: str) -> bool:
         with self._held_lock:
