@@ -58,6 +58,14 @@ class Session:
             interface = CookieSessionInterface(settings, t.cast("CookieStore", store))
         else:
             interface = SatchelSessionInterface(settings, store)
+        if settings.migrate_flask_session:
+            from .legacy import open_importer
+
+            try:
+                interface.importer = open_importer(settings, app, store)
+            except BaseException:
+                store.close()  # a ConfigError: the app will not start, so nothing may keep the store's connections
+                raise
         manager = SessionManager(settings, store, interface, app)
         app.session_interface = interface
         app.extensions["satchel"] = manager
