@@ -83,7 +83,7 @@ class Settings:
     file_mode: int = 0o600
     #: Clients handed over in the config (``SESSION_REDIS``, …), by store type.
     client: t.Any = None
-    sqlalchemy_table: str = "sessions"
+    sqlalchemy_table: str = "satchel_sessions"
     sqlalchemy_schema: str | None = None
     sqlalchemy_create_table: bool = True
     #: Give a long-lived session a new sid this often (None: never); the old
@@ -356,7 +356,7 @@ def load(
         client, url = _sqlalchemy_source(config, extensions or {})
         if url is not None and url.scheme.partition("+")[0] == "sqlite":
             kind = "sqlite"
-    table = config.get("SESSION_SQLALCHEMY_TABLE", "sessions")
+    table = config.get("SESSION_SQLALCHEMY_TABLE", "satchel_sessions")
     if not isinstance(table, str) or not table:
         raise ConfigError("SESSION_SQLALCHEMY_TABLE", f"expected a table name, got {table!r}")
     schema = config.get("SESSION_SQLALCHEMY_SCHEMA")

@@ -35,6 +35,15 @@ Several apps can share one table: each row carries the app's
 every query filters on it. With ``SESSION_LOCKING`` the locks live in a
 second table, ``<table>_locks``, created only then.
 
+At startup (``SESSION_SQLALCHEMY_CREATE_TABLE``, the default) the store
+checks its table and creates it if missing. A table of that name that is not
+the store's, such as Flask-Session's, is a ``ConfigError``, and so is a
+configuration the database refuses (a wrong password or database). A
+database that does not answer yet does not stop the app: the check runs
+before the first statement instead, once, and until it passes each session
+request is a ``StoreUnavailable`` (a 503) whose message says why. The hot
+path pays one attribute test for it.
+
 For engines it creates from ``SESSION_URL``, the store bounds every wait on
 the database by ``SESSION_STORE_TIMEOUT``: the server cancels slow statements
 (``statement_timeout``), and the client gives up on a server that does not
@@ -65,7 +74,9 @@ the databases give for "too large" (MySQL's 1153 and 1301, PostgreSQL's
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
+import threading
 import time
 import typing as t
 
@@ -84,7 +95,13 @@ if t.TYPE_CHECKING:
 
 __all__ = ["SQLStore"]
 
+log = logging.getLogger("flask_satchel")
+
 _T = t.TypeVar("_T")
+
+#: The table's name unless ``SESSION_SQLALCHEMY_TABLE`` says otherwise. Not
+#: Flask-Session's ``sessions``: an app moving over has that table already.
+DEFAULT_TABLE = "satchel_sessions"
 
 #: Rows deleted per transaction by ``cleanup``: short transactions keep locks brief.
 CLEANUP_BATCH = 5000
@@ -124,7 +141,7 @@ def _blob() -> sa.types.TypeEngine[bytes]:
     return sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
 
 
-def make_table(name: str = "sessions", schema: str | None = None, metadata: sa.MetaData | None = None) -> sa.Table:
+def make_table(name: str = DEFAULT_TABLE, schema: str | None = None, metadata: sa.MetaData | None = None) -> sa.Table:
     """The sessions table, on ``metadata`` (a new one by default) for Alembic or ``create_all``."""
     return sa.Table(
         name,
@@ -144,7 +161,9 @@ def make_table(name: str = "sessions", schema: str | None = None, metadata: sa.M
     )
 
 
-def make_lock_table(name: str = "sessions", schema: str | None = None, metadata: sa.MetaData | None = None) -> sa.Table:
+def make_lock_table(
+    name: str = DEFAULT_TABLE, schema: str | None = None, metadata: sa.MetaData | None = None
+) -> sa.Table:
     """The ``<name>_locks`` table of ``SESSION_LOCKING``: one row per held lock, each a lease."""
     return sa.Table(
         f"{name}_locks",
@@ -272,6 +291,8 @@ def _make_engine(url: SplitResult, timeout: float) -> sa.Engine:
             pool_timeout=timeout,
             connect_args=connect_args,
         )
+    except ModuleNotFoundError:
+        raise  # a driver not installed: ``open_store`` names the extra that installs it
     except (ImportError, sa_exc.ArgumentError) as e:
         raise ConfigError("SESSION_URL", f"cannot use {sa_url.render_as_string()!r}: {e}") from None
 
@@ -316,6 +337,79 @@ def _missing_table(error: sa_exc.DBAPIError) -> bool:
     if args and args[0] == 1146:  # MySQL/MariaDB: ER_NO_SUCH_TABLE
         return True
     return "no such table" in str(orig)  # SQLite
+
+
+def _missing_column(error: sa_exc.DBAPIError) -> bool:
+    """Whether ``error`` says a column of the store's statements is not in the table: another app's table."""
+    orig = error.orig
+    if getattr(orig, "sqlstate", None) == "42703":  # PostgreSQL: undefined_column
+        return True
+    args: tuple[t.Any, ...] = getattr(orig, "args", ())
+    if args and args[0] == 1054:  # MySQL/MariaDB: ER_BAD_FIELD_ERROR
+        return True
+    text = str(orig)
+    return "no such column" in text or "has no column named" in text  # SQLite
+
+
+#: MySQL/MariaDB errors that no retry fixes: access denied (to the server,
+#: the database, a command) and no such database.
+_MYSQL_REFUSALS = frozenset({1044, 1045, 1049, 1142, 1698})
+#: PostgreSQL's: insufficient privilege, no such schema, a read-only server.
+_PG_REFUSALS = frozenset({"42501", "3F000", "25006"})
+#: PostgreSQL refuses a connection before any statement runs, with no
+#: SQLSTATE on the client side: these are its words for what no retry fixes
+#: (a server still starting up or out of connection slots says otherwise).
+_PG_REFUSAL_WORDS = (
+    "does not exist",  # the database or the role
+    "authentication failed",  # password, peer, ident…
+    "no pg_hba.conf entry",
+    "no password supplied",
+    "permission denied",
+)
+
+
+def _refusal(error: BaseException | None) -> str | None:
+    """What the database said, if it refused this configuration for good; None for what may pass.
+
+    An unreachable server, or one starting up, gets another try on the next
+    request; a wrong password or database name gets the same answer until
+    someone changes the configuration or the server.
+    """
+    orig = getattr(error, "orig", None)
+    if orig is None:
+        return None
+    args: tuple[t.Any, ...] = getattr(orig, "args", ())
+    text = str(orig)
+    if (
+        (bool(args) and args[0] in _MYSQL_REFUSALS)
+        or getattr(orig, "sqlstate", None) in _PG_REFUSALS
+        or ("FATAL:" in text and any(words in text for words in _PG_REFUSAL_WORDS))
+        or "fe_sendauth: no password supplied" in text
+    ):
+        return f"the database server refuses it: {' '.join(text.split())}"
+    return None
+
+
+def _foreign_table(table: sa.Table, columns: list[str], *, locks: bool) -> ConfigError:
+    """The error for a table that has the name of one of the store's (``locks``: the lock table) but not its columns."""
+    what = "the SESSION_LOCKING table" if locks else "the table"
+    names = {name.lower() for name in columns}
+    listed = ", ".join(columns)
+    if {"session_id", "data", "expiry"} <= names:
+        whose = (
+            f"it looks like Flask-Session's session table (columns {listed}). Set SESSION_SQLALCHEMY_TABLE to"
+            f" another table name, such as the default {DEFAULT_TABLE!r}, for Flask-Satchel to create; to move"
+            f" the sessions in this one over, name it in SESSION_FLASK_SESSION_TABLE with"
+            " SESSION_MIGRATE_FLASK_SESSION = True"
+        )
+    else:
+        whose = (
+            f"it looks like another app's table (columns {listed}). Set SESSION_SQLALCHEMY_TABLE to another table"
+            " name, one that no other app uses, for Flask-Satchel to create"
+        )
+    return ConfigError(
+        "SESSION_SQLALCHEMY_TABLE", f"{what} {table.fullname!r} exists but is not Flask-Satchel's: {whose}"
+    )
 
 
 def _refused_as_too_large(error: BaseException) -> bool:
@@ -435,7 +529,7 @@ class SQLStore:
         self,
         engine: sa.Engine,
         *,
-        table: str = "sessions",
+        table: str = DEFAULT_TABLE,
         schema: str | None = None,
         prefix: str = "session:",
         locking: bool = False,
@@ -464,6 +558,15 @@ class SQLStore:
         # when a session first comes near it (see the module docstring).
         self._packet_limited = engine.dialect.name in ("mysql", "mariadb")
         self._max_packet: int | None = None
+        #: The config key that names the database, for errors about it.
+        self._source = "SESSION_SQLALCHEMY"
+        # The table check that could not run at startup, still to run before
+        # the first statement (see ``_prepare``). Only ``from_settings`` sets
+        # it: whoever makes a store by hand creates its table by hand.
+        self._pending = False
+        self._prepare_lock = threading.Lock()
+        self._failures = 0  # attempts that failed so far
+        self._failure = ""  # what the last one said
         self._build_statements()
 
     @classmethod
@@ -489,13 +592,79 @@ class SQLStore:
             locking=settings.locking,
             owns_engine=owns_engine,
         )
+        if settings.url is not None:
+            store._source = "SESSION_URL"
         if settings.sqlalchemy_create_table:
             try:
-                store.create_table()
+                store._check_table()
+            except StoreUnavailable as e:
+                # Containers start in any order: the app starts while its
+                # database is still coming up, and answers session requests
+                # with a 503 until the check has passed on first use.
+                store._pending = True
+                log.warning(
+                    "Session store sqlalchemy: no database at startup, the table check will run on first use: %s", e
+                )
             except BaseException:
                 store.close()
                 raise
         return store
+
+    def _check_table(self) -> None:
+        """``create_table``, with what the database refuses for good as a ``ConfigError`` naming the key.
+
+        A wrong password, database or schema, or missing rights, can only be
+        seen once the server answers; what remains a ``StoreUnavailable`` is
+        a server that did not answer, which the next try may find up.
+        """
+        try:
+            self.create_table()
+        except StoreUnavailable as e:
+            problem = _refusal(e.__cause__)
+            if problem is None:
+                raise
+            raise ConfigError(self._source, problem) from e.__cause__
+        except sa_exc.DBAPIError as e:
+            problem = _refusal(e)
+            if problem is None:
+                raise
+            raise ConfigError(self._source, problem) from e
+
+    def _prepare(self) -> None:
+        """Run the table check that the database was not there for at startup; until it passes, StoreUnavailable.
+
+        One thread at a time runs it, and it never runs again once it has
+        passed. A thread that waited while another one's attempt failed gets
+        that failure, rather than waiting on the same server once more. A
+        configuration the database refuses is a 503 too, never a 500, with
+        the reason in the message that the outage log shows.
+        """
+        failures = self._failures
+        with self._prepare_lock:
+            if not self._pending:
+                return
+            if self._failures != failures:  # an attempt failed while this thread waited
+                raise StoreUnavailable(self._failure)
+            try:
+                self._check_table()
+            except StoreUnavailable as e:
+                self._failed(str(e))
+                raise
+            except ConfigError as e:
+                raise StoreUnavailable(
+                    self._failed(f"SQL session store: {e} (sessions are refused until this is fixed)")
+                ) from e
+            except sa_exc.DBAPIError as e:
+                raise StoreUnavailable(
+                    self._failed(f"SQL session store: checking the table {self.table.fullname!r} failed: {e.orig}")
+                ) from e
+            self._pending = False
+
+    def _failed(self, failure: str) -> str:
+        """Note a failed table check for the threads waiting on it (under ``_prepare_lock``); ``failure``."""
+        self._failure = failure
+        self._failures += 1
+        return failure
 
     def _build_statements(self) -> None:
         """Build every statement once: the hot ones for ``_execute``, the rest for ``_run``."""
@@ -666,6 +835,11 @@ class SQLStore:
                 raise SatchelError(
                     f"the session table {self.table.fullname!r} does not exist: run 'flask session create-table'"
                     " or let Flask-Satchel create it (SESSION_SQLALCHEMY_CREATE_TABLE = True)"
+                ) from e
+            if _missing_column(e):
+                raise StoreUnavailable(
+                    f"SQL session store: the table {self.table.fullname!r} is not Flask-Satchel's ({e.orig});"
+                    " set SESSION_SQLALCHEMY_TABLE to another table name"
                 ) from e
             if isinstance(e, (sa_exc.OperationalError, sa_exc.InterfaceError)) or e.connection_invalidated:
                 raise StoreUnavailable(f"SQL session store: {e.orig}") from e
@@ -838,8 +1012,14 @@ class SQLStore:
             raise
 
     def create_table(self) -> None:
-        """Create the table and its indexes if they do not exist; safe to run at every start."""
+        """Create the table and its indexes if they do not exist; safe to run at every start.
+
+        A table of that name that is not the store's (Flask-Session's own
+        is called ``sessions`` too) is a ``ConfigError`` naming
+        ``SESSION_SQLALCHEMY_TABLE``: writing to it could only fail.
+        """
         with self._errors():
+            self._refuse_foreign_tables()
             try:
                 self.metadata.create_all(self.engine, checkfirst=True)
             except (sa_exc.ProgrammingError, sa_exc.IntegrityError):
@@ -847,10 +1027,26 @@ class SQLStore:
                 # our check and our CREATE: that is what we wanted.
                 if not sa.inspect(self.engine).has_table(self.table.name, self.table.schema):
                     raise
+        self._pending = False
+
+    def _refuse_foreign_tables(self) -> None:
+        """A ``ConfigError`` when a table with one of the store's names lacks any of its columns."""
+        inspector = sa.inspect(self.engine)
+        translate = self.engine.get_execution_options().get("schema_translate_map") or {}
+        for table in self.metadata.sorted_tables:
+            try:
+                found = inspector.get_columns(table.name, translate.get(table.schema, table.schema))
+            except sa_exc.NoSuchTableError:
+                continue
+            columns = [str(column["name"]) for column in found]
+            if {column.name for column in table.columns} - {name.lower() for name in columns}:
+                raise _foreign_table(table, columns, locks=table is self.lock_table)
 
     # The Store protocol ---------------------------------------------------------
 
     def load(self, key: str) -> Record | None:
+        if self._pending:
+            self._prepare()
         self._seen.keep(key, None)  # a failed read leaves nothing behind
         _, row = self._execute(self._load, {"b_key": key})
         if row is None:
@@ -859,6 +1055,8 @@ class SQLStore:
         return record_from_row(row)
 
     def create(self, key: str, record: Record) -> None:
+        if self._pending:
+            self._prepare()
         data = serialization.pack(record.data)
         client = None if record.client is None else serialization.pack(record.client)
         fits = self._fits((data, client))
@@ -878,6 +1076,8 @@ class SQLStore:
         self._execute(self._insert, params, again=self._insert_again, size=len(data), near=fits is None)
 
     def apply(self, key: str, change: Change) -> int | None:
+        if self._pending:
+            self._prepare()
         # Each step is idempotent: after a dead connection, the first attempt
         # may have written; then the retry's compare fails, and the locked
         # path sets the same keys to the same values again.
@@ -960,14 +1160,20 @@ class SQLStore:
             return len(data)
 
     def touch(self, key: str, last_seen: float, expires_at: float) -> bool:
+        if self._pending:
+            self._prepare()
         rowcount, _ = self._execute(self._touch, {"b_key": key, "b_last_seen": last_seen, "b_expires_at": expires_at})
         return rowcount > 0
 
     def delete(self, key: str) -> bool:
+        if self._pending:
+            self._prepare()
         rowcount, _ = self._execute(self._delete_key, {"b_key": key})
         return rowcount > 0
 
     def sessions(self, now: float, user: str | None = None) -> list[tuple[str, Record]]:
+        if self._pending:
+            self._prepare()
         statement = self._list if user is None else self._list_user
         params = {"b_now": now, "b_user": user}  # b_user is ignored by the statement for everyone
         rows = self._run(lambda conn: conn.execute(statement, params).all())
@@ -979,6 +1185,8 @@ class SQLStore:
         ]
 
     def cleanup(self, now: float) -> int:
+        if self._pending:
+            self._prepare()
         total = 0
         while True:
             deleted = self._run(_statement(self._cleanup, {"b_now": now}))
@@ -1002,6 +1210,8 @@ class SQLStore:
         """
         if self.lock_table is None:
             raise SatchelError("this SQLStore was made without locking=True (SESSION_LOCKING)")
+        if self._pending:
+            self._prepare()
         now = time.time()
         try:
             steal = {"b_key": key, "b_now": now, "b_token": token, "b_until": now + lease}
@@ -1025,10 +1235,14 @@ class SQLStore:
         """Release ``token``'s lock; False when its lease had run out (or another request took it)."""
         if self.lock_table is None:
             raise SatchelError("this SQLStore was made without locking=True (SESSION_LOCKING)")
+        if self._pending:
+            self._prepare()
         params = {"b_key": key, "b_token": token, "b_now": time.time()}
         return self._run(_statement(self._unlock, params), retry=False) == 1
 
     def count(self, now: float) -> int:
+        if self._pending:
+            self._prepare()
         return int(self._run(lambda conn: conn.execute(self._count, {"b_now": now}).scalar_one()))
 
     def close(self) -> None:
