@@ -38,6 +38,7 @@ if t.TYPE_CHECKING:
     from flask import Flask, Request, Response
     from flask.sessions import SessionMixin
 
+    from .legacy import Importer
     from .settings import Settings
     from .stores.base import Store
 
@@ -64,6 +65,8 @@ class SatchelSessionInterface(SessionInterface):
         self._saves = itertools.count(1)
         #: Where this store's outages are reported: one log line every few seconds at most.
         self.outages = OutageLog(settings.type)
+        #: Reads Flask-Session's records (``SESSION_MIGRATE_FLASK_SESSION``); set by ``init_app``.
+        self.importer: Importer | None = None
 
     # Ids ------------------------------------------------------------------
 
@@ -131,6 +134,8 @@ class SatchelSessionInterface(SessionInterface):
         if sid is None:
             if self.settings.migrate_flask_cookies and self._import_flask_cookie(app, session, value):
                 return
+            if self.importer is not None and self._import_flask_session(app, session, value):
+                return
             security_log.warning(
                 "Rejected a malformed or tampered session cookie from %s",
                 request.remote_addr if request is not None else "?",
@@ -154,6 +159,8 @@ class SatchelSessionInterface(SessionInterface):
                 key, record = forwarded
                 session._key = key
         if record is None:
+            if self.importer is not None:
+                self._import_flask_session(app, session, value)
             return  # unknown, expired or revoked: never adopted
         now = self.now()
         if now >= min(record.expires_at, self._deadline(app, record.created_at, record.last_seen)):
@@ -186,6 +193,26 @@ class SatchelSessionInterface(SessionInterface):
         session.modified = True
         session._new = False
         log.info("Moved a Flask cookie session into Flask-Satchel")
+        return True
+
+    def _import_flask_session(self, app: Flask, session: ServerSession, value: str) -> bool:
+        """Take over the user's live Flask-Session record: same data, permanence and deadline, a new id.
+
+        The importer deletes the old record as it reads it, so the old
+        cookie, replayed, finds nothing; the new record and cookie are
+        written at the end of the request like any new session's.
+        """
+        assert self.importer is not None
+        imported = self._guard(session, self.importer.take, app, value)
+        if imported is None or imported.expires_at <= self.now():
+            return False
+        session._permanent = imported.permanent
+        dict.update(session, imported.data)
+        session._touched = None
+        session._import_deadline = imported.expires_at
+        session.modified = True
+        session._new = False
+        log.info("Moved a Flask-Session session into Flask-Satchel")
         return True
 
     def _guard(self, session: ServerSession, op: t.Callable[..., t.Any], *args: t.Any) -> t.Any:
@@ -317,6 +344,7 @@ class SatchelSessionInterface(SessionInterface):
         session._original = {}
         session._stored = False
         session._regenerated_from = None
+        session._import_deadline = None
         session._destroyed = True
         session._permanent = self.settings.permanent
         session.modified = True
@@ -471,11 +499,15 @@ class SatchelSessionInterface(SessionInterface):
         previous = session._record
         created = previous.created_at if previous is not None else now
         encoded = session._encoded()
+        expires_at = self._deadline(app, created, now)
+        if session._import_deadline is not None:
+            # An imported session keeps what was left of its life, never more.
+            expires_at = min(expires_at, session._import_deadline)
         return Record(
             data=encoded,
             created_at=created,
             last_seen=now,
-            expires_at=self._deadline(app, created, now),
+            expires_at=expires_at,
             permanent=session._permanent,
             user=self._user_of(encoded, session),
             client=self._client_of(session),

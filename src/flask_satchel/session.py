@@ -102,6 +102,8 @@ class ServerSession(dict[str, t.Any], SessionMixin):
     _permanent_changed = False
     #: ``save_session`` ran for this request (Flask calls it a second time when the first raised).
     _saved = False
+    #: When an imported Flask-Session session would have died (``SESSION_MIGRATE_FLASK_SESSION``).
+    _import_deadline: float | None = None
 
     def __init__(self, interface: SatchelSessionInterface, app: Flask, request: Request | None) -> None:
         # No dict.__init__: with no arguments it does nothing, and this runs on every request.
