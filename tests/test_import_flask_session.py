@@ -556,6 +556,9 @@ def test_racing_first_requests_import_once(backend: Backend) -> None:
         barrier.wait()
         response = browser.get("/whoami")
         assert response.status_code == 200, response.text
+        if not response.get_json()["data"]:
+            # A loser's answer must not delete the cookie: it may reach the browser after the winner's new one.
+            assert "Set-Cookie" not in response.headers, response.headers
         return response.get_json()["data"]
 
     try:

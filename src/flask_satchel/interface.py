@@ -419,7 +419,7 @@ class SatchelSessionInterface(SessionInterface):
             # Only this request's deletions: keys other requests added survive.
             if session._stored and self._apply(session, self._change(app, session, now)):
                 return
-            if session._had_cookie or session._destroyed:
+            if session._destroyed or (session._had_cookie and not self._keeps_unknown_cookie(session)):
                 self._delete_cookie(app, session, response)
             return
 
@@ -474,6 +474,15 @@ class SatchelSessionInterface(SessionInterface):
             return False
         sent = cookie_value(session._request, self.get_cookie_name(app))
         return sent != self._cookie_value(app, self._sid(session))
+
+    def _keeps_unknown_cookie(self, session: ServerSession) -> bool:
+        """While Flask-Session sessions are imported, a cookie that named nothing is left alone.
+
+        It may be an old cookie that another request of the same browser is
+        importing at this moment; deleting it here could arrive after, and
+        so delete, the new cookie that request sends.
+        """
+        return self.importer is not None and not session._stored and not session.modified
 
     def _discard(self, handle: str) -> None:
         """Delete a record this request created but could not hand out, if the store lets us."""
