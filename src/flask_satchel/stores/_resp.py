@@ -29,10 +29,16 @@ import weakref
 
 import redis
 from redis.exceptions import (
+    AuthenticationError,
     BusyLoadingError,
+    ClusterDownError,
+    MasterDownError,
+    NoPermissionError,
     NoScriptError,
+    OutOfMemoryError,
     ReadOnlyError,
     ResponseError,
+    TryAgainError,
 )
 
 from . import _net
@@ -73,11 +79,26 @@ _DEFAULTS: dict[str, tuple[t.Any, ...]] = {
 #: failover or a NAT box dropped silently would otherwise cost a timeout.
 IDLE_LIMIT = 30.0
 
-#: Server errors by their first word, as redis-py raises them.
+#: Server errors by their first word, as redis-py raises them (its parser's
+#: table, for the replies the store's commands can get), so the store maps
+#: an error the same way whichever path the command took.
 _ERRORS: dict[bytes, type[redis.RedisError]] = {
+    b"ERR": ResponseError,
     b"NOSCRIPT": NoScriptError,
     b"READONLY": ReadOnlyError,
     b"LOADING": BusyLoadingError,
+    b"OOM": OutOfMemoryError,
+    b"MASTERDOWN": MasterDownError,
+    b"TRYAGAIN": TryAgainError,
+    b"CLUSTERDOWN": ClusterDownError,
+    b"NOAUTH": AuthenticationError,
+    b"WRONGPASS": AuthenticationError,
+    b"NOPERM": NoPermissionError,
+}
+#: ``ERR`` replies that redis-py raises as a class of their own.
+_ERR_MESSAGES: dict[str, type[redis.RedisError]] = {
+    "max number of clients reached": redis.ConnectionError,
+    "invalid password": AuthenticationError,
 }
 
 Reply = t.Any
@@ -162,9 +183,12 @@ class _Socket:
         if kind == b"-":
             word = line.split(b" ", 1)[0]
             message = line.decode("utf-8", "replace")
-            if word in _ERRORS:  # redis-py drops the code word of the errors it names
-                message = message[len(word) + 1 :]
-            return _ERRORS.get(word, ResponseError)(message)
+            if word not in _ERRORS:
+                return ResponseError(message)
+            message = message[len(word) + 1 :]  # redis-py drops the code word of the errors it names
+            if word == b"ERR":
+                return _ERR_MESSAGES.get(message, ResponseError)(message)
+            return _ERRORS[word](message)
         raise redis.ConnectionError(f"unexpected reply from Redis: {self.buf[:40]!r}")
 
 

@@ -20,6 +20,17 @@ worker. They retry a command once on a fresh connection when the server
 closed the old one, which is what a restarted server does; a timeout is
 never retried, because that would double the wait.
 
+A Redis that cannot serve now is a 503 as well, not a 500: one that is out
+of memory under ``noeviction`` (reads still work), a read-only replica, one
+loading its data, busy with a script, without its master or its replicas,
+unable to persist, or a cluster moving slots. Other error replies are bugs
+and are raised as they are. At ``init_app`` the store sends the server one
+``PING`` on a connection of its own, waiting at most the store timeout: a
+database that does not exist or credentials the server refuses are then a
+``ConfigError`` naming the key; a server that is down lets the app start, its
+requests answer 503, and the 503's message says what is wrong once the
+server answers.
+
 Layout, and why:
 
 - A session is one string, ``prefix + "{" + key + "}"``: the whole record
@@ -61,6 +72,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
+import re
 import threading
 import typing as t
 import warnings
@@ -71,10 +84,15 @@ import redis
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import (
+    AuthenticationError,
+    AuthenticationWrongNumberOfArgsError,
     ClusterDownError,
+    NoPermissionError,
     NoScriptError,
+    OutOfMemoryError,
     ReadOnlyError,
     RedisClusterException,
+    ResponseError,
     TryAgainError,
 )
 from redis.retry import Retry
@@ -87,6 +105,8 @@ from .base import Change, LastRead, Record, merge
 if t.TYPE_CHECKING:
     from ..settings import Settings
 
+log = logging.getLogger("flask_satchel")
+
 _DEFAULT_URL = "redis://127.0.0.1:6379/0"
 _ACCEPTED = (
     "a redis.Redis (also as made by Sentinel(...).master_for(...)) or a redis.cluster.RedisCluster,"
@@ -97,15 +117,24 @@ _ACCEPTED = (
 _HEALTH_CHECK_INTERVAL = 30
 
 #: Errors that mean Redis cannot serve us right now. A read-only replica
-#: answering writes and a cluster moving slots are passing states of a
-#: failover, not bugs, so they are outages too.
+#: answering writes, a cluster moving slots and a full memory are states
+#: that pass (a failover, an operator), not bugs, so they are outages too.
+#: ``ConnectionError`` covers ``BusyLoadingError`` (LOADING), and
+#: ``ClusterDownError`` covers ``MasterDownError`` (MASTERDOWN).
 _DOWN: tuple[type[BaseException], ...] = (
     redis.ConnectionError,
     redis.TimeoutError,
     ClusterDownError,
     TryAgainError,
     ReadOnlyError,
+    OutOfMemoryError,
 )
+
+#: The same, told by the code word that starts Redis's reply: for the codes
+#: redis-py has no class for (BUSY: a long script; NOREPLICAS:
+#: min-replicas-to-write; MISCONF: a failed RDB save stops writes), and for
+#: an error a script met, which Redis before 7 wraps ("...: -OOM command ...").
+_REFUSED = re.compile(r"(?:^|: -)(?:OOM|READONLY|LOADING|MASTERDOWN|BUSY|TRYAGAIN|CLUSTERDOWN|NOREPLICAS|MISCONF) ")
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(Record).decode
@@ -150,6 +179,25 @@ _SCRIPTS = {"compare_and_set": _Script(_COMPARE_AND_SET), "unlock": _Script(_UNL
 
 def _ms(timestamp: float) -> int:
     return int(timestamp * 1000)
+
+
+def _misconfiguration(error: BaseException) -> str | None:
+    """What is wrong with the store's settings when ``error`` is Redis saying so; None for any other error.
+
+    Unlike an outage, no retry mends these: someone has to change the URL,
+    the client, or the server's users.
+    """
+    if isinstance(error, (AuthenticationError, AuthenticationWrongNumberOfArgsError)):
+        return f"Redis refused the store's credentials ({error})"
+    if isinstance(error, NoPermissionError):
+        return f"the Redis user may not run the session store's commands ({error})"
+    if isinstance(error, ResponseError):
+        text = str(error)
+        if "DB index is out of range" in text:  # SELECT's answer, on connecting
+            return f"the server has no database of that number ({error})"
+        if "SELECT is not allowed in cluster mode" in text:
+            return f"the server is a Redis Cluster node: use a redis+cluster:// URL or a RedisCluster ({error})"
+    return None
 
 
 def _wrong_type(error: redis.ResponseError) -> bool:
@@ -262,24 +310,96 @@ class _LazyCluster:
 class _Unavailable:
     """Turns redis-py's errors that mean "Redis cannot serve us" into ``StoreUnavailable``.
 
-    A class rather than ``@contextlib.contextmanager``: it wraps the one
-    command of every request, and a generator-based context manager costs
-    several times more than ``__enter__``/``__exit__``.
+    One per store: its messages name the server, and for a misconfiguration
+    the key to fix. A class rather than ``@contextlib.contextmanager``: it
+    wraps the one command of every request, and a generator-based context
+    manager costs several times more than ``__enter__``/``__exit__``.
     """
+
+    __slots__ = ("key", "where")
+
+    def __init__(self, where: str, key: str) -> None:
+        #: The server, for messages: never its credentials.
+        self.where = where
+        #: The configuration key that set the store up.
+        self.key = key
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: t.Any) -> t.Literal[False]:
-        if isinstance(error, _DOWN):
-            raise StoreUnavailable(f"Redis session store is unavailable: {error}") from error
-        # Raised, among other things, when no node of a cluster answers.
-        if isinstance(error, RedisClusterException) and "connect" in str(error).lower():
-            raise StoreUnavailable(f"Redis Cluster session store is unavailable: {error}") from error
+        if error is not None:
+            unavailable = self.error_for(error)
+            if unavailable is not None:
+                raise unavailable from error
         return False
 
+    def error_for(self, error: BaseException) -> StoreUnavailable | None:
+        """The ``StoreUnavailable`` that ``error`` means, or None for an error that is a bug."""
+        problem = _misconfiguration(error)  # first: an AuthenticationError is a ConnectionError too
+        if problem is not None:
+            return StoreUnavailable(f"Redis session store {self.where}: {problem}; check {self.key}")
+        if isinstance(error, _DOWN) or (isinstance(error, ResponseError) and _REFUSED.search(str(error))):
+            return StoreUnavailable(f"Redis session store {self.where} is unavailable: {error}")
+        # Raised, among other things, when no node of a cluster answers.
+        if isinstance(error, RedisClusterException) and "connect" in str(error).lower():
+            return StoreUnavailable(f"Redis Cluster session store {self.where} is unavailable: {error}")
+        return None
 
-_UNAVAILABLE = _Unavailable()
+
+def _where(client: t.Any) -> str:
+    """Where ``client`` connects, for messages: host, port and database, never the credentials."""
+    if isinstance(client, _LazyCluster):
+        return "redis+cluster://" + ",".join(f"{node.host}:{node.port}" for node in client.nodes)
+    if isinstance(client, RedisCluster):
+        nodes = client.get_nodes()  # type: ignore[no-untyped-call]
+        return "redis+cluster://" + ",".join(f"{node.host}:{node.port}" for node in nodes)
+    pool = client.connection_pool
+    kwargs = pool.connection_kwargs
+    db = kwargs.get("db") or 0
+    service = getattr(pool, "service_name", None)  # a Sentinel's master_for()
+    if service is not None:
+        return f"redis+sentinel://.../{service}/{db}"
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}?db={db}"
+    return f"redis://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{db}"
+
+
+def _ping(client: t.Any, timeout: float) -> None:
+    """Connect as ``client`` does (credentials, database) and send one PING, waiting ``timeout`` at most.
+
+    A connection of its own, not one of the client's: a client handed over
+    in ``SESSION_REDIS`` may wait for ever, and the app must start all the
+    same. Raises what redis-py raises.
+    """
+    if isinstance(client, RedisCluster):
+        return  # it asked the cluster for its slots, and so logged in, when it was made
+    never = Retry(NoBackoff(), 0)
+    conn: t.Any  # redis-py leaves Connection unannotated
+    if isinstance(client, _LazyCluster):
+        node = client.nodes[0]
+        conn = redis.Connection(  # type: ignore[no-untyped-call]
+            host=node.host,
+            port=node.port,
+            username=client.options.get("username"),
+            password=client.options.get("password"),
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=never,
+        )
+    else:
+        pool = client.connection_pool
+        kwargs = dict(pool.connection_kwargs)
+        for name in ("socket_timeout", "socket_connect_timeout"):
+            if kwargs.get(name) is None or kwargs[name] > timeout:
+                kwargs[name] = timeout
+        conn = pool.connection_class(**{**kwargs, "retry": never})
+    try:
+        conn.connect()  # AUTH and SELECT
+        conn.send_command("PING")
+        conn.read_response()
+    finally:
+        conn.disconnect()
 
 
 def _check_client(client: t.Any) -> None:
@@ -305,10 +425,13 @@ class RedisStore:
         index_lifetime: float = 30 * 86400.0,
         owns_client: bool = False,
         also_close: t.Sequence[t.Any] = (),
+        config_key: str = "SESSION_REDIS",
     ) -> None:
         if not isinstance(client, _LazyCluster):
             _check_client(client)
         self._client = client
+        #: Maps redis-py's errors to ``StoreUnavailable``; ``config_key`` is what its messages tell to fix.
+        self._unavailable = _Unavailable(_where(client), config_key)
         self.prefix = prefix
         #: How long a user's set outlives its last addition. Every session in
         #: it was created or given its user before then, so every member dies
@@ -343,16 +466,47 @@ class RedisStore:
                     RuntimeWarning,
                     stacklevel=4,
                 )
-            return cls(client, prefix=settings.key_prefix, index_lifetime=settings.absolute_lifetime)
-        url = settings.url if settings.url is not None else urlsplit(_DEFAULT_URL)
-        client, also_close = _connect(url, settings.store_timeout)
-        return cls(
-            client,
-            prefix=settings.key_prefix,
-            index_lifetime=settings.absolute_lifetime,
-            owns_client=True,
-            also_close=also_close,
-        )
+            store = cls(client, prefix=settings.key_prefix, index_lifetime=settings.absolute_lifetime)
+        else:
+            url = settings.url if settings.url is not None else urlsplit(_DEFAULT_URL)
+            client, also_close = _connect(url, settings.store_timeout)
+            store = cls(
+                client,
+                prefix=settings.key_prefix,
+                index_lifetime=settings.absolute_lifetime,
+                owns_client=True,
+                also_close=also_close,
+                config_key="SESSION_URL",
+            )
+        try:
+            store._check(settings.store_timeout)
+        except ConfigError:
+            store.close()
+            raise
+        return store
+
+    def _check(self, timeout: float) -> None:
+        """Ask the server once whether it takes the store's settings; ``init_app`` calls it.
+
+        A database the server does not have, or credentials it refuses, is a
+        ``ConfigError`` naming the key. A server that does not answer (down,
+        hung, loading) is logged and let be: the app starts, and its session
+        requests answer 503 until the server is back.
+        """
+        try:
+            _ping(self._client, timeout)
+        except (redis.RedisError, RedisClusterException) as e:
+            problem = _misconfiguration(e)
+            if problem is not None:
+                raise ConfigError(self._unavailable.key, f"{self._unavailable.where}: {problem}") from e
+            # Info, not a warning: apps often start before their Redis does, and
+            # each request that then fails is logged as an error all the same.
+            log.info(
+                "Redis session store %s did not answer at startup (%s); requests that use the session"
+                " answer 503 until it does",
+                self._unavailable.where,
+                e,
+            )
 
     # Plumbing ------------------------------------------------------------------------
 
@@ -360,7 +514,7 @@ class RedisStore:
     def client(self) -> t.Any:
         """The redis-py client (``Redis`` or ``RedisCluster``)."""
         if isinstance(self._client, _LazyCluster):
-            with _UNAVAILABLE:
+            with self._unavailable:
                 return self._client.get()
         return self._client
 
@@ -375,7 +529,7 @@ class RedisStore:
 
     def _send(self, command: tuple[t.Any, ...], before: t.Sequence[tuple[t.Any, ...]] = ()) -> t.Any:
         """Send ``command`` on the key it names, after ``before``, in one round trip; its reply."""
-        with _UNAVAILABLE:
+        with self._unavailable:
             if self._fast is not None:
                 return self._fast.pipeline([*before, command])[-1]
             client = self.client
@@ -394,7 +548,7 @@ class RedisStore:
         try:
             return self._send(("EVALSHA", script.sha, 1, key, *args), before)
         except NoScriptError:
-            with _UNAVAILABLE:
+            with self._unavailable:
                 if self._fast is not None:
                     self._fast.pipeline([("SCRIPT", "LOAD", script.source)])
                 else:
@@ -409,7 +563,7 @@ class RedisStore:
         users = set(users)
         if not users:
             return
-        with _UNAVAILABLE:
+        with self._unavailable:
             if len(users) == 1:
                 self.client.srem(self._index(users.pop()), key)
                 return
@@ -422,13 +576,17 @@ class RedisStore:
         """The metadata of many sessions, one pipeline (per node) for them all."""
         if not keys:
             return []
-        with _UNAVAILABLE:
+        with self._unavailable:
             pipe = self.client.pipeline(transaction=False)
             for key in keys:
                 pipe.get(self._key(key))
             values = pipe.execute(raise_on_error=False)
         records: list[Record | None] = []
         for value in values:
+            if isinstance(value, Exception):  # raise_on_error=False hands errors back as values
+                unavailable = self._unavailable.error_for(value)
+                if unavailable is not None:
+                    raise unavailable from value
             try:
                 record = _decode(value)
             except (ValueError, TypeError):  # gone, of another layout, unreadable: not a live session
@@ -442,7 +600,7 @@ class RedisStore:
         """Every session key under the prefix, in batches; on a cluster, from every master."""
         start = len(self.prefix) + 1
         batch: list[str] = []
-        with _UNAVAILABLE:
+        with self._unavailable:
             for name in self.client.scan_iter(match=self._pattern, count=1000):
                 batch.append(name[start:-1].decode())
                 if len(batch) == 500:
@@ -542,7 +700,7 @@ class RedisStore:
                     if record is not None and record.expires_at > now
                 ]
             return found
-        with _UNAVAILABLE:
+        with self._unavailable:
             keys = sorted(member.decode() for member in self.client.smembers(self._index(user)))
         live, stale = [], []
         for key, record in zip(keys, self._records(keys), strict=True):
@@ -551,13 +709,13 @@ class RedisStore:
             elif record.expires_at > now:
                 live.append((key, record))
         if stale:
-            with _UNAVAILABLE:
+            with self._unavailable:
                 self.client.srem(self._index(user), *stale)
         return live
 
     def lock(self, key: str, token: str, lease: float) -> bool:
         """Take the session's lock: a key that lapses by itself after ``lease`` (SET NX PX)."""
-        with _UNAVAILABLE:
+        with self._unavailable:
             return bool(self.client.set(self._lock(key), token, nx=True, px=max(1, int(lease * 1000))))
 
     def unlock(self, key: str, token: str) -> bool:
