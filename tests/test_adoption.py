@@ -10,7 +10,7 @@ import pytest
 from conftest import add_value_views
 from flask import Flask, make_response, session
 
-from flask_satchel import ConfigError, Session
+from flask_satchel import Session
 
 
 def make_app(tmp_path: t.Any, **config: t.Any) -> Flask:

@@ -13,9 +13,7 @@ from __future__ import annotations
 import typing as t
 
 import redis
-from redis.exceptions import ClusterDownError, ReadOnlyError, RedisClusterException, TryAgainError
 
-from ..errors import StoreUnavailable
 from . import BaseImporter, Taken
 
 if t.TYPE_CHECKING:
@@ -24,15 +22,6 @@ if t.TYPE_CHECKING:
     from ..settings import Settings
     from ..stores.base import Store
     from ..stores.redis import RedisStore
-
-#: Errors that mean Redis cannot serve us right now, as the store counts them.
-_DOWN: tuple[type[BaseException], ...] = (
-    redis.ConnectionError,
-    redis.TimeoutError,
-    ClusterDownError,
-    TryAgainError,
-    ReadOnlyError,
-)
 
 
 class RedisImporter(BaseImporter):
@@ -51,16 +40,13 @@ class RedisImporter(BaseImporter):
             pipe.pttl(store_id)
             pipe.getdel(store_id)
             ttl, value = pipe.execute()
-        except StoreUnavailable:
-            raise
-        except _DOWN as e:
-            raise StoreUnavailable(f"Redis session store is unavailable: {e}") from e
-        except redis.ResponseError as e:  # a key of another type under that name: not a session
-            self.skipped(store_id, f"Redis refused to read it: {e}")
-            return None
-        except RedisClusterException as e:
-            if "connect" in str(e).lower():  # no node of the cluster answers
-                raise StoreUnavailable(f"Redis Cluster session store is unavailable: {e}") from e
+        except redis.RedisError as e:
+            unavailable = self._store.unavailable(e)  # outages answered exactly as the store answers them
+            if unavailable is not None:
+                raise unavailable from e
+            if isinstance(e, redis.ResponseError):  # a key of another type under that name: not a session
+                self.skipped(store_id, f"Redis refused to read it: {e}")
+                return None
             raise
         if not value:  # Flask-Session, too, reads an empty value as no session
             return None

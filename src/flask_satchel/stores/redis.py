@@ -730,6 +730,14 @@ class RedisStore:
             record is not None and record.expires_at > now for keys in self._scan() for record in self._records(keys)
         )
 
+    def unavailable(self, error: BaseException) -> StoreUnavailable | None:
+        """The ``StoreUnavailable`` a redis-py ``error`` of this store's client means; None for a bug.
+
+        For code that sends its own commands on ``client`` (the Flask-Session
+        importer) and must answer outages exactly as the store does.
+        """
+        return self._unavailable.error_for(error)
+
     def close(self) -> None:
         if self._fast is not None:
             self._fast.close()
