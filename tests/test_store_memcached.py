@@ -10,7 +10,9 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import datetime as dt
+import logging
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -610,11 +612,12 @@ def test_client_that_unpickles_is_refused(memcached: MemcachedServer) -> None:
         _init(SESSION_MEMCACHED=Client(("127.0.0.1", memcached.port), serde=pickle_serde))
 
 
-def test_client_without_timeout_warns(memcached: MemcachedServer) -> None:
-    """A handed-over client without a timeout works, with a warning that a hanging server would hang requests."""
+def test_client_without_timeout_is_logged_about(memcached: MemcachedServer, caplog: pytest.LogCaptureFixture) -> None:
+    """A client without a timeout works, with a log line (not a warning) that a hanging server would hang requests."""
     client = PooledClient(("127.0.0.1", memcached.port))
-    with pytest.warns(RuntimeWarning, match=r"timeout=None.*503"):
+    with caplog.at_level(logging.WARNING, "flask_satchel"):
         app = _init(SESSION_MEMCACHED=client, SESSION_KEY_PREFIX=_prefix())
+    assert any(re.search(r"timeout=None.*503", r.getMessage()) for r in caplog.records)
 
     @app.get("/")
     def index() -> str:

@@ -75,12 +75,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import math
 import random
 import threading
 import time
 import typing as t
-import warnings
 from urllib.parse import urlsplit
 
 import msgspec
@@ -92,6 +92,7 @@ from ..errors import ConfigError, NotSupported, SessionTooLarge, StoreUnavailabl
 from . import _net
 from .base import Change, LastRead, Record, merge
 
+log = logging.getLogger("flask_satchel")
 if t.TYPE_CHECKING:
     from ..settings import Settings
 
@@ -356,11 +357,10 @@ class MemcachedStore:
             # No_delay does not matter here (every command waits for its
             # answer, see above), but a missing timeout does.
             if any(getattr(server.client, "timeout", 0) is None for server in _servers_of(client)):
-                warnings.warn(
+                # Logged, not warned: -W error would turn advice into a crash.
+                log.warning(
                     "SESSION_MEMCACHED: the client has timeout=None, so a memcached that hangs hangs requests"
-                    " for ever instead of answering 503; create it with timeout= and connect_timeout=",
-                    RuntimeWarning,
-                    stacklevel=4,
+                    " for ever instead of answering 503; create it with timeout= and connect_timeout="
                 )
             return cls(client, prefix=settings.key_prefix, index_lifetime=settings.absolute_lifetime)
         # Flask-Session's default when neither a client nor a URL is given.

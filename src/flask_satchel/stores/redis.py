@@ -76,7 +76,6 @@ import logging
 import re
 import threading
 import typing as t
-import warnings
 from urllib.parse import SplitResult, unquote, urlsplit
 
 import msgspec
@@ -458,13 +457,13 @@ class RedisStore:
             timeout = client.get_connection_kwargs().get("socket_timeout")
             if timeout is None or timeout > settings.store_timeout:
                 # Not refused: the app may have reasons; but the 503 promise is off.
-                warnings.warn(
-                    f"SESSION_REDIS: the client waits {'for ever' if timeout is None else f'{timeout} s'} for"
-                    f" an answer, longer than SESSION_STORE_TIMEOUT ({settings.store_timeout} s), so a Redis that"
-                    " hangs holds requests that long before they get a 503; create it with socket_timeout= and"
-                    " socket_connect_timeout=",
-                    RuntimeWarning,
-                    stacklevel=4,
+                # Logged, not warned: -W error would turn advice into a crash.
+                log.warning(
+                    "SESSION_REDIS: the client waits %s for an answer, longer than SESSION_STORE_TIMEOUT (%s s),"
+                    " so a Redis that hangs holds requests that long before they get a 503; create it with"
+                    " socket_timeout= and socket_connect_timeout=",
+                    "for ever" if timeout is None else f"{timeout} s",
+                    settings.store_timeout,
                 )
             store = cls(client, prefix=settings.key_prefix, index_lifetime=settings.absolute_lifetime)
         else:
