@@ -208,6 +208,34 @@ def test_read_only_replica_refuses_writes_with_503_and_serves_reads(
     writer.close()
 
 
+def test_read_only_request_due_a_refresh_is_served_by_a_read_only_server(
+    servers: Start, apps: t.Callable[[dict[str, t.Any]], Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A read-only request past the refresh interval still gets its page when the server refuses writes."""
+    master = servers("--repl-diskless-sync-delay", "0")
+    replica = servers("--replicaof", "127.0.0.1", str(master.port))
+    probe = replica.client()
+    _wait_for(lambda: probe.info("replication")["master_link_status"] == "up", "the replica never synced")
+    browser = apps(_config("url", master.port)).test_client()
+    assert browser.get("/set/a/1").status_code == 200
+    writer = master.client()
+    writer.wait(1, 5000)
+    on_replica = apps({**_config("url", replica.port), "SESSION_REFRESH_EACH_REQUEST": True})
+    clock = [time.time() + 3600]  # far past the refresh interval: this read is due a touch
+    on_replica.session_interface.now = lambda: clock[0]  # type: ignore[attr-defined]
+    client = on_replica.test_client()
+    cookie = browser.get_cookie("session")
+    assert cookie is not None
+    client.set_cookie("session", cookie.value)
+    with caplog.at_level(logging.ERROR, logger="flask_satchel"):
+        response = client.get("/get/a")
+    assert response.status_code == 200
+    assert response.text == "'1'"
+    assert _logged(caplog)  # the failed refresh is in the log
+    probe.close()
+    writer.close()
+
+
 def _no_replicas(client: redis.Redis, server: RedisServer) -> t.Callable[[], t.Any]:
     """min-replicas-to-write 1 with no replica: every write answers NOREPLICAS."""
     client.config_set("min-replicas-to-write", 1)

@@ -453,7 +453,7 @@ class SatchelSessionInterface(SessionInterface):
                 return
             if change.user_changed:
                 self._enforce_cap(app, change.user, self.handle_for(session))
-        elif refresh and not self._touch(session, change):
+        elif refresh and not self._refresh(session, change):
             self._delete_cookie(app, session, response)
             return
         if (
@@ -474,6 +474,19 @@ class SatchelSessionInterface(SessionInterface):
             return False
         sent = cookie_value(session._request, self.get_cookie_name(app))
         return sent != self._cookie_value(app, self._sid(session))
+
+    def _refresh(self, session: ServerSession, change: Change) -> bool:
+        """Extend a read-only request's session; False when it is gone.
+
+        The read worked, so the page is right: a store that can read but
+        not write just now (full, read-only, a replica mid-failover) costs
+        the session its extension, logged, not the user their page.
+        """
+        try:
+            return self._touch(session, change)
+        except StoreUnavailable as e:
+            self.outages.report(e)
+            return True
 
     def _keeps_unknown_cookie(self, session: ServerSession) -> bool:
         """While Flask-Session sessions are imported, a cookie that named nothing is left alone.
