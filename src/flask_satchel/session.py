@@ -32,6 +32,7 @@ from flask.sessions import SessionMixin
 from markupsafe import Markup
 
 from . import serialization
+from .errors import SerializationError
 
 if t.TYPE_CHECKING:
     from _typeshed import SupportsKeysAndGetItem
@@ -42,7 +43,9 @@ if t.TYPE_CHECKING:
 
 _MISSING: t.Any = object()
 security_log = logging.getLogger("flask_satchel.security")
-_decode_value = serialization.decode_value
+_decode_value = serialization.decode_unchecked
+_check_depth = serialization.check_depth
+_MAX_DEPTH = serialization.MAX_DEPTH
 
 #: Values a view cannot change in place: handing them out marks nothing.
 _IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes, Markup, uuid.UUID, dt.datetime, dt.date, dt.time})
@@ -142,15 +145,20 @@ class ServerSession(dict[str, t.Any], SessionMixin):
         """Replace the stored bytes of ``key`` with its value, and return it (``_MISSING`` if dropped).
 
         Called only for keys in ``_pending``. A value that will not decode (a
-        store written by hand, a bug) is dropped with a warning: the view
-        sees the key as missing, the other keys are unharmed, and the next
-        save deletes the unreadable bytes.
+        store written by hand, a bug, bytes crafted to overflow a date or
+        exhaust the stack) is dropped with a warning: the view sees the key
+        as missing, the other keys are unharmed, and the next save deletes
+        the unreadable bytes. Whatever decoding raises counts: a crafted
+        extension can make it raise nearly anything.
         """
         self._pending.discard(key)
+        raw = dict.__getitem__(self, key)
         try:
-            value = _decode_value(dict.__getitem__(self, key))
-        except (ValueError, TypeError) as e:  # msgspec.DecodeError is a ValueError
-            security_log.warning("Unreadable value of session key %r, dropped: %s", key, e)
+            value = _decode_value(raw)
+            if len(raw) > _MAX_DEPTH:  # shorter bytes cannot nest that deep (see serialization.check_depth)
+                _check_depth(raw, value)
+        except Exception as e:
+            security_log.warning("Unreadable value of session key %r, dropped: %s: %s", key, type(e).__name__, e)
             dict.__delitem__(self, key)
             if self._touched is not None:
                 self._touched.add(key)  # so the save deletes it from the store
@@ -163,18 +171,35 @@ class ServerSession(dict[str, t.Any], SessionMixin):
             self._decode(key)
 
     def _peek(self, key: str) -> t.Any:
-        """The value of ``key`` for the interface's own use: decoded, not marked as handed out."""
+        """The value of ``key`` for the interface's own use: decoded, not marked as handed out.
+
+        None when the stored bytes were unreadable, and so dropped.
+        """
         if key in self._pending:
-            self._decode(key)
+            value = self._decode(key)
+            return None if value is _MISSING else value
         return dict.__getitem__(self, key)
 
     def _encoded(self) -> dict[str, bytes]:
-        """Every value encoded, for a whole new record: undecoded ones as stored."""
+        """Every value encoded, for a whole new record: undecoded ones as stored.
+
+        ``SerializationError`` names the key whose value cannot be stored.
+        """
         pending, original = self._pending, self._original
-        return {
-            key: original[key] if key in pending else serialization.encode_value(value)
-            for key, value in dict.items(self)
-        }
+        try:
+            return {
+                key: original[key] if key in pending else serialization.encode_value(value)
+                for key, value in dict.items(self)
+            }
+        except SerializationError as e:
+            error = e  # found again below, key by key: the comprehension cannot say which key failed
+        for key, value in dict.items(self):
+            if key not in pending:
+                try:
+                    serialization.encode_value(value)
+                except SerializationError as e:
+                    raise SerializationError(f"session key {key!r}: {e}") from e
+        raise error
 
     # Session identity ------------------------------------------------------
 
