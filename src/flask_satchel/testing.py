@@ -33,6 +33,7 @@ import time
 import typing as t
 import uuid
 
+import msgspec
 import pytest
 from flask import Flask, flash, get_flashed_messages
 from flask import session as _session
@@ -40,9 +41,10 @@ from markupsafe import Markup
 from werkzeug.serving import make_server
 
 from . import Session
-from .errors import NotSupported
+from .errors import NotSupported, SerializationError
 from .interface import SatchelSessionInterface
 from .manager import SessionManager
+from .serialization import MAX_DEPTH
 from .session import ServerSession
 from .stores.base import Change, LockingStore, Record, Store
 
@@ -516,6 +518,40 @@ class SessionContract:
         client.get("/store-types")
         assert client.get("/check-types").text == "checked"
 
+    def test_big_ints_round_trip(self, app: Flask) -> None:
+        """Ints beyond 64 bits come back exact, as in Flask's cookie session: alone, in a list, a tuple, as a key."""
+        values = {"big": 2**70, "negative": -(2**100), "nested": [2**70, (-(2**100), {2**65: "k"})]}
+
+        @app.get("/store-big")
+        def store_big() -> str:
+            session.update(values)
+            return "ok"
+
+        @app.get("/read-big")
+        def read_big() -> str:
+            return repr({key: session[key] for key in values})
+
+        client = app.test_client()
+        client.get("/store-big")
+        assert client.get("/read-big").text == repr(values)
+
+    def test_unstorable_value_names_its_key(self, app: Flask) -> None:
+        """Storing a set raises SerializationError naming the key and the type; the stored session stays as it was."""
+        app.testing = True
+
+        @app.get("/store-set")
+        def store_set() -> str:
+            session["cart"] = {"apple"}
+            return "ok"
+
+        client = app.test_client()
+        with pytest.raises(SerializationError, match=r"session key 'cart'.* type set "):
+            client.get("/store-set")  # a new session
+        client.get("/set/a/1")
+        with pytest.raises(SerializationError, match=r"session key 'cart'.* type set "):
+            client.get("/store-set")  # a stored one
+        assert client.get("/dump").text == "[('a', '1')]"
+
     def test_new_session_is_empty(self, app: Flask) -> None:
         """A new session has no keys, even when it is permanent."""
         app.config["SESSION_PERMANENT"] = True
@@ -728,6 +764,30 @@ class AppContract(SessionContract):
         handles = [info.handle for info in manager.sessions_of("zoe")]
         assert handles == [client.get("/handle").text]
         assert cookie.value not in handles
+
+    def test_crafted_values_read_as_missing(self, app: Flask, caplog: pytest.LogCaptureFixture) -> None:
+        """Stored values crafted to overflow or to nest too deep read as missing, with a warning, never a 500."""
+        client = app.test_client()
+        client.get("/set/a/1")
+        handle = client.get("/handle").text
+        store = app.extensions["satchel"].store
+        record = store.load(handle)
+        assert record is not None
+        crafted = {
+            # The timedelta extension (code 7) of 10**12 days: past what datetime can hold.
+            "overflow": msgspec.msgpack.encode(msgspec.msgpack.Ext(7, msgspec.msgpack.encode([10**12, 0, 0]))),
+            "deep": b"\x91" * 100_000 + b"\x01",  # 100,000 nested one-item arrays
+            "too-deep": b"\x91" * (MAX_DEPTH + 1) + b"\x01",  # decodable, but past the limit
+        }
+        store.apply(
+            handle,
+            Change(set=crafted, last_seen=record.last_seen, expires_at=record.expires_at, permanent=record.permanent),
+        )
+        with caplog.at_level(logging.WARNING, "flask_satchel.security"):
+            response = client.get("/dump")
+        assert (response.status_code, response.text) == (200, "[('a', '1')]")
+        warned = " ".join(r.getMessage() for r in caplog.records if r.name == "flask_satchel.security")
+        assert all(f"session key {key!r}" in warned for key in crafted)
 
     def test_read_only_request_reads_once(self, app: Flask, clock: list[float]) -> None:
         """A read-only request inside the refresh interval is one load, no write, no cookie."""
