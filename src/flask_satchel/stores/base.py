@@ -12,6 +12,7 @@ server cannot be reached or does not answer within the store's timeout.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import typing as t
 
@@ -90,6 +91,18 @@ def merge(record: Record, change: Change) -> Record:
         user=change.user if change.user_changed else record.user,
         client=record.client if change.client is None else change.client,
     )
+
+
+#: A whole record as one msgpack blob, for the stores that keep a session as
+#: one value (Redis, memcached, files); the SQL stores keep it in columns.
+encode_record: t.Callable[[Record], bytes] = msgspec.msgpack.Encoder().encode
+#: The inverse of ``encode_record``; raises ``msgspec.DecodeError`` (a ``ValueError``) on bad bytes.
+decode_record: t.Callable[[bytes], Record] = msgspec.msgpack.Decoder(Record).decode
+
+
+def user_hash(user: str, purpose: bytes = b"") -> str:
+    """The name a store files a user's sessions under: a hash, so a store listing names no user."""
+    return hashlib.sha256(purpose + user.encode()).hexdigest()[:32]
 
 
 _unpack_data = msgspec.msgpack.Decoder(dict[str, bytes]).decode

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import os
 import typing as t
 import zlib
@@ -38,7 +37,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ..errors import NotSupported
-from .base import Change, Record
+from .base import Change, Record, user_hash
 
 if t.TYPE_CHECKING:
     from ..settings import Settings
@@ -146,7 +145,7 @@ class Sealer:
 
 
 def _mark_key(user: str) -> str:
-    return hashlib.sha256(b"revoked-user:" + user.encode()).hexdigest()[:32]
+    return user_hash(user, b"revoked-user:")
 
 
 class CookieStore:

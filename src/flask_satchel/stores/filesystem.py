@@ -42,7 +42,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import logging
 import os
 import secrets
@@ -55,15 +54,13 @@ import zlib
 import msgspec
 
 from ..errors import StoreUnavailable
-from .base import Change, Record, merge
+from .base import Change, Record, decode_record, encode_record, merge, user_hash
 
 if t.TYPE_CHECKING:
     from ..settings import Settings
 
 security_log = logging.getLogger("flask_satchel.security")
 
-_encode = msgspec.msgpack.Encoder().encode
-_decode = msgspec.msgpack.Decoder(Record).decode
 _USERS = "users"
 _LOCKS = "locks"
 #: Read size: larger than nearly every session, so one ``read`` gets it all.
@@ -83,7 +80,7 @@ class DamagedRecord(ValueError):
 
 
 def _frame(record: Record) -> bytes:
-    payload = _encode(record)
+    payload = encode_record(record)
     return _HEADER.pack(_MARK, len(payload), zlib.crc32(payload)) + payload
 
 
@@ -96,7 +93,7 @@ def _unframe(raw: bytes, path: str) -> Record:
     if len(payload) != length or zlib.crc32(payload) != crc:
         raise DamagedRecord(f"session file {path!r} is damaged: its length or checksum does not match")
     try:
-        return _decode(payload)
+        return decode_record(payload)
     except msgspec.DecodeError as e:
         raise DamagedRecord(f"session file {path!r} is damaged: {e}") from e
 
@@ -167,7 +164,7 @@ class FileSystemStore:
         return f"{self._prefix}{key[:2]}{os.sep}{key}"
 
     def _user_dir(self, user: str) -> str:
-        return os.path.join(self.directory, _USERS, hashlib.sha256(user.encode()).hexdigest()[:32])
+        return os.path.join(self.directory, _USERS, user_hash(user))
 
     def _scan(self) -> t.Iterator[tuple[os.DirEntry[str], str, os.stat_result]]:
         """Every entry of the shard folders with its kind (record, tmp or foreign) and its ``lstat``.

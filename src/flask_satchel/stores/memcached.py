@@ -74,7 +74,6 @@ Why things are the way they are:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
 import random
@@ -90,14 +89,12 @@ from pymemcache.exceptions import MemcacheServerError, MemcacheUnexpectedCloseEr
 
 from ..errors import ConfigError, NotSupported, SessionTooLarge, StoreUnavailable
 from . import _net
-from .base import Change, LastRead, Record, merge
+from .base import Change, LastRead, Record, decode_record, encode_record, merge, user_hash
 
 log = logging.getLogger("flask_satchel")
 if t.TYPE_CHECKING:
     from ..settings import Settings
 
-_encode = msgspec.msgpack.Encoder().encode
-_decode = msgspec.msgpack.Decoder(Record).decode
 
 #: Memcached reads a larger expiry as an absolute Unix time, not a TTL.
 _MAX_TTL = 30 * 86400
@@ -109,7 +106,7 @@ _MAX_KEY = 250
 #: ``prefix + _USER + hash`` is the longest key this store writes.
 _USER = "user:"
 _LOCK = "lock:"
-_HASH_LENGTH = 32
+_HASH_LENGTH = 32  # what user_hash gives
 #: ``":" + period``, the longest a period number gets (a one-second lifetime).
 _PERIOD_LENGTH = 12
 
@@ -379,7 +376,7 @@ class MemcachedStore:
         return self.prefix + key
 
     def _index_key(self, user: str, period: int) -> str:
-        return f"{self.prefix}{_USER}{hashlib.sha256(user.encode()).hexdigest()[:_HASH_LENGTH]}:{period}"
+        return f"{self.prefix}{_USER}{user_hash(user)}:{period}"
 
     def _by_server(self, full_keys: t.Iterable[str]) -> dict[str, list[str]]:
         """Keys grouped by the server that holds them, for one multi-key command per server."""
@@ -460,7 +457,7 @@ class MemcachedStore:
             if raw is None:
                 continue
             try:
-                record = _decode(raw)
+                record = decode_record(raw)
             except msgspec.DecodeError:
                 continue
             # A record naming another user is left in the index: it may be
@@ -503,7 +500,7 @@ class MemcachedStore:
         value, cas = self._server(full).call("gets", full)
         if value is None:
             return None
-        record = _decode(value)
+        record = decode_record(value)
         self._seen.keep(full, (value, cas))
         return record
 
@@ -537,7 +534,7 @@ class MemcachedStore:
     def create(self, key: str, record: Record) -> None:
         full = self._record_key(key)
         server = self._server(full)
-        if not self._write(server, "set", full, _encode(record), expire=_exptime(record.expires_at)):
+        if not self._write(server, "set", full, encode_record(record), expire=_exptime(record.expires_at)):
             raise StoreUnavailable(f"memcached did not store session {key}")
         # After the record, so a listing never prunes the key of a record
         # about to be written. If this fails the request is a 503 and the
@@ -555,11 +552,11 @@ class MemcachedStore:
             seen = None  # a conflict reads afresh
             if value is None:
                 return None
-            old = _decode(value)
+            old = decode_record(value)
             new = edit(old)
             expire = _exptime(new.expires_at) if new.data else _GONE
             # A refused cas leaves the old value in place: the session keeps its last good state.
-            stored = self._write(server, "cas", full, _encode(new), cas, expire=expire)
+            stored = self._write(server, "cas", full, encode_record(new), cas, expire=expire)
             if stored is None:
                 return None  # deleted between our gets and cas
             if stored:
@@ -614,7 +611,7 @@ class MemcachedStore:
             if value is None or not server.call("delete", full, noreply=False):
                 return False
         with contextlib.suppress(msgspec.DecodeError):
-            record = _decode(value)
+            record = decode_record(value)
             if record.user is not None:
                 self._index_remove(record.user, key, record.created_at)
         return True

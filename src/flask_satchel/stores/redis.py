@@ -99,7 +99,7 @@ from redis.sentinel import Sentinel
 
 from ..errors import ConfigError, StoreUnavailable
 from . import _resp
-from .base import Change, LastRead, Record, merge
+from .base import Change, LastRead, Record, decode_record, encode_record, merge, user_hash
 
 if t.TYPE_CHECKING:
     from ..settings import Settings
@@ -135,8 +135,6 @@ _DOWN: tuple[type[BaseException], ...] = (
 #: an error a script met, which Redis before 7 wraps ("...: -OOM command ...").
 _REFUSED = re.compile(r"(?:^|: -)(?:OOM|READONLY|LOADING|MASTERDOWN|BUSY|TRYAGAIN|CLUSTERDOWN|NOREPLICAS|MISCONF) ")
 
-_encode = msgspec.msgpack.Encoder().encode
-_decode = msgspec.msgpack.Decoder(Record).decode
 
 #: After this many compare-and-set attempts lost to other writers of the same
 #: session, a change gives up with a 503. Every lost attempt is another
@@ -524,7 +522,7 @@ class RedisStore:
         return f"{self.prefix}lock:{{{key}}}"  # the session's slot; not matched by _pattern
 
     def _index(self, user: str) -> str:
-        return f"{self.prefix}user:{{{hashlib.sha256(user.encode()).hexdigest()[:32]}}}"
+        return f"{self.prefix}user:{{{user_hash(user)}}}"
 
     def _send(self, command: tuple[t.Any, ...], before: t.Sequence[tuple[t.Any, ...]] = ()) -> t.Any:
         """Send ``command`` on the key it names, after ``before``, in one round trip; its reply."""
@@ -587,7 +585,7 @@ class RedisStore:
                 if unavailable is not None:
                     raise unavailable from value
             try:
-                record = _decode(value)
+                record = decode_record(value)
             except (ValueError, TypeError):  # gone, of another layout, unreadable: not a live session
                 records.append(None)
                 continue
@@ -619,13 +617,13 @@ class RedisStore:
             raise ValueError(f"not a session record: {e}") from e
         if value is None:
             return None
-        record = _decode(value)
+        record = decode_record(value)
         self._read.keep(key, (value, record))
         return record
 
     def create(self, key: str, record: Record) -> None:
         before = self._add_to_index(record.user, key) if record.user is not None else []
-        self._send(("SET", self._key(key), _encode(record), "PXAT", _ms(record.expires_at)), before)
+        self._send(("SET", self._key(key), encode_record(record), "PXAT", _ms(record.expires_at)), before)
 
     def _update(
         self, key: str, edit: t.Callable[[Record], Record], before: t.Sequence[tuple[t.Any, ...]] = ()
@@ -641,10 +639,10 @@ class RedisStore:
         for _ in range(_ATTEMPTS):
             if value is None:
                 return None
-            old = _decode(value) if read is None else read[1]
+            old = decode_record(value) if read is None else read[1]
             read = None
             new = edit(old)
-            written = _encode(new) if new.data else b""
+            written = encode_record(new) if new.data else b""
             value = self._run("compare_and_set", name, [value, written, _ms(new.expires_at)], before)
             if value == 1:
                 return old, new
@@ -684,7 +682,7 @@ class RedisStore:
         if value is None:
             return False
         with contextlib.suppress(ValueError, TypeError):
-            user = _decode(value).user
+            user = decode_record(value).user
             if user is not None:
                 self._drop_from_index([user], key)
         return True
