@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typing as t
 
-from flask.globals import _cv_request
+from flask.globals import request_ctx
 
 from . import settings as _settings
 from .cli import session_cli
@@ -23,8 +23,8 @@ if t.TYPE_CHECKING:
 
 def _release_lock(error: BaseException | None) -> None:
     """Safety net: release a session lock when the request ended without saving."""
-    ctx = _cv_request.get(None)
-    session = ctx._session if ctx is not None else None
+    # Teardown runs inside the request context, whose session Flask opened at its start.
+    session = request_ctx.session
     # type() first: ABCs are slow. Nearly every request holds no lock, and pays no call.
     if (type(session) is ServerSession or isinstance(session, ServerSession)) and session._lock is not None:
         session._interface.release(session)
