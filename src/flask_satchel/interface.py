@@ -619,7 +619,8 @@ class SatchelSessionInterface(SessionInterface):
         key = self.settings.user_key
         if key not in encoded:
             return None
-        return str(session._peek(key))
+        user = session._peek(key)
+        return None if user is None else str(user)  # None: its stored bytes were unreadable, and dropped
 
     def _client_of(self, session: ServerSession) -> dict[str, str] | None:
         """The ip and user agent for session lists, when ``SESSION_TRACK_CLIENT`` is on.
