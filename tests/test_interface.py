@@ -20,7 +20,7 @@ from markupsafe import Markup
 from werkzeug.test import EnvironBuilder
 
 from flask_satchel import Session
-from flask_satchel.interface import cookie_value
+from flask_satchel.cookies import cookie_value
 
 
 def make_app(tmp_path: t.Any, **config: t.Any) -> Flask:

@@ -13,8 +13,9 @@ import secrets
 import typing as t
 
 from . import signals
+from .cookies import cookie_value
 from .errors import SessionTooLarge
-from .interface import SatchelSessionInterface, cookie_value, security_log
+from .interface import SatchelSessionInterface, security_log
 from .stores.base import merge
 from .stores.cookie import CookieStore, Sealed
 
@@ -98,7 +99,7 @@ class CookieSessionInterface(SatchelSessionInterface):
         now = self.now()
         if not dict.__len__(session):
             if session._had_cookie or session._destroyed:
-                self._delete_cookie(app, session, response)
+                self.cookies.delete(app, session._request, response, destroyed=session._destroyed)
             return
         record = session._record
         if not session._stored or record is None:
@@ -125,9 +126,9 @@ class CookieSessionInterface(SatchelSessionInterface):
         value = self.store.sealer.seal(sealed, self.get_cookie_name(app), app.secret_key)  # type: ignore[arg-type]
         # Built once and measured, not built again by set_cookie: Werkzeug
         # checks a 2 KB value character by character with a regex.
-        header = self._cookie_header(app, session, value, record, 0)
+        header = self.cookies.header(app, session._request, value, record, 0)
         self._check_size(app, header)
-        self._send_cookie(response, header)
+        self.cookies.send(response, header)
 
     def _check_size(self, app: Flask, header: str) -> None:
         size = len(header)

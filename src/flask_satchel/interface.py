@@ -26,9 +26,9 @@ import typing as t
 import msgspec
 from flask.sessions import SecureCookieSessionInterface, SessionInterface
 from itsdangerous import BadSignature
-from werkzeug.http import dump_cookie
 
 from . import ids, serialization, signals
+from .cookies import Cookies, cookie_value, vary_cookie
 from .errors import SerializationError, SessionLocked, StoreUnavailable, TooManySessions
 from .outages import OutageLog
 from .session import ServerSession, snapshot
@@ -63,6 +63,8 @@ class SatchelSessionInterface(SessionInterface):
         #: Sessions need ``app.secret_key``: to sign ids (``SESSION_USE_SIGNER``), or to seal cookies.
         self.needs_secret = self._signer is not None
         self._saves = itertools.count(1)
+        #: Sets and deletes the cookie, with Flask's attributes read per request.
+        self.cookies = Cookies(self, settings)
         #: Where this store's outages are reported: one log line every few seconds at most.
         self.outages = OutageLog(settings.type)
         #: Reads Flask-Session's records (``SESSION_MIGRATE_FLASK_SESSION``); set by ``init_app``.
@@ -385,9 +387,9 @@ class SatchelSessionInterface(SessionInterface):
         session._saved = True
         if not session._loaded:
             if session.accessed:  # the proxy was used, the data never was: nothing to write
-                _vary_cookie(response)
+                vary_cookie(response)
             return  # never touched: no store I/O, no cookie, no Vary
-        _vary_cookie(response)
+        vary_cookie(response)
         try:
             if not session._broken:
                 self._save(app, session, response)
@@ -420,7 +422,7 @@ class SatchelSessionInterface(SessionInterface):
             if session._stored and self._apply(session, self._change(app, session, now)):
                 return
             if session._destroyed or (session._had_cookie and not self._keeps_unknown_cookie(session)):
-                self._delete_cookie(app, session, response)
+                self.cookies.delete(app, session._request, response, destroyed=session._destroyed)
             return
 
         if not session._stored:
@@ -428,7 +430,7 @@ class SatchelSessionInterface(SessionInterface):
             handle = self.handle_for(session)
             store.create(handle, record)
             try:
-                self._set_cookie(app, session, response, self._cookie_value(app, self._sid(session)), record)
+                self.cookies.set(app, session._request, response, self._cookie_value(app, self._sid(session)), record)
                 self._announce(app, session, handle)
             except BaseException:
                 # Flask answers with its error page, not this response: no
@@ -444,17 +446,17 @@ class SatchelSessionInterface(SessionInterface):
         change = self._pending_change(app, session, stored, now)
         if change is None:
             if session._rotated:
-                self._set_cookie(app, session, response, self._cookie_value(app, self._sid(session)), stored)
+                self.cookies.set(app, session._request, response, self._cookie_value(app, self._sid(session)), stored)
             return  # read-only, inside the refresh interval: the common case, and nothing to do
         refresh = change.last_seen != stored.last_seen
         if change.set or change.removed or session._permanent_changed or change.client is not None:
             if not self._apply(session, change):  # gone (revoked, destroyed elsewhere) or emptied
-                self._delete_cookie(app, session, response)
+                self.cookies.delete(app, session._request, response, destroyed=session._destroyed)
                 return
             if change.user_changed:
                 self._enforce_cap(app, change.user, self.handle_for(session))
         elif refresh and not self._refresh(session, change):
-            self._delete_cookie(app, session, response)
+            self.cookies.delete(app, session._request, response, destroyed=session._destroyed)
             return
         if (
             session._rotated
@@ -462,7 +464,7 @@ class SatchelSessionInterface(SessionInterface):
             or (refresh and session._permanent)
             or self._signed_with_old_key(app, session)
         ):
-            self._set_cookie(app, session, response, self._cookie_value(app, self._sid(session)), change)
+            self.cookies.set(app, session._request, response, self._cookie_value(app, self._sid(session)), change)
 
     def _signed_with_old_key(self, app: Flask, session: ServerSession) -> bool:
         """A written session whose cookie was signed with a fallback key: it is signed anew, as Flask does.
@@ -633,55 +635,6 @@ class SatchelSessionInterface(SessionInterface):
             return None
         return {"ip": request.remote_addr or "", "user_agent": request.user_agent.string[:256]}
 
-    # Cookies --------------------------------------------------------------
-
-    def _cookie_attributes(self, app: Flask, session: ServerSession) -> dict[str, t.Any]:
-        """Flask's cookie settings, read per request; ``SESSION_COOKIE_SECURE="auto"`` follows the request."""
-        secure = app.config["SESSION_COOKIE_SECURE"]
-        if secure == "auto":
-            secure = session._request is not None and session._request.is_secure
-        return {
-            "domain": self.get_cookie_domain(app),
-            "path": self.get_cookie_path(app),
-            "secure": bool(secure),
-            "httponly": self.get_cookie_httponly(app),
-            "samesite": self.get_cookie_samesite(app) or "Lax",
-            "partitioned": self.get_cookie_partitioned(app),
-        }
-
-    def _set_cookie(
-        self, app: Flask, session: ServerSession, response: Response, value: str, expiry: Record | Change
-    ) -> None:
-        """Send the cookie: dated for a permanent session, a browser-session cookie otherwise."""
-        self._send_cookie(response, self._cookie_header(app, session, value, expiry, response.max_cookie_size))
-
-    def _cookie_header(
-        self, app: Flask, session: ServerSession, value: str, expiry: Record | Change, max_size: int
-    ) -> str:
-        """The ``Set-Cookie`` value, as ``Response.set_cookie`` would make it."""
-        expires = dt.datetime.fromtimestamp(expiry.expires_at, dt.timezone.utc) if expiry.permanent else None
-        attributes = self._cookie_attributes(app, session)
-        return dump_cookie(self.get_cookie_name(app), value, expires=expires, max_size=max_size, **attributes)
-
-    def _send_cookie(self, response: Response, header: str) -> None:
-        response.headers.add("Set-Cookie", header)
-        self._no_store(response)
-
-    def _no_store(self, response: Response) -> None:
-        """A response that hands out or ends a session must not be kept by a shared cache.
-
-        A ``Cache-Control`` the view or another extension set is theirs to
-        decide and is left alone; ``SESSION_NO_STORE = False`` sends none.
-        """
-        if self.settings.no_store and "Cache-Control" not in response.headers:
-            response.cache_control.no_store = True
-
-    def _delete_cookie(self, app: Flask, session: ServerSession, response: Response) -> None:
-        response.delete_cookie(self.get_cookie_name(app), **self._cookie_attributes(app, session))
-        self._no_store(response)
-        if session._destroyed and self.settings.clear_site_data:
-            response.headers["Clear-Site-Data"] = '"cookies"'
-
 
 def _idle_seconds(app: Flask) -> float:
     """``PERMANENT_SESSION_LIFETIME`` in seconds, read from the config on each request as Flask does.
@@ -701,43 +654,6 @@ def _idle_seconds(app: Flask) -> float:
 
 
 _idle_memo: tuple[object, float] = (object(), 0.0)
-
-
-def cookie_value(request: Request, name: str) -> str | None:
-    """The first cookie called ``name``, found in the raw header.
-
-    Werkzeug's ``request.cookies`` parses every cookie of the request into a
-    MultiDict, about 10 µs on the path of every request; a session id is
-    plain URL-safe text that splitting the header finds in about one. The
-    rules are Werkzeug's: pairs are separated by ";" alone (a comma belongs
-    to the value, RFC 6265), space and tab around names and values are
-    dropped, and a pair whose value has a space or tab inside is skipped. A
-    header with a quoted value goes to Werkzeug's parser itself. There is
-    no regular expression: ``re`` walks a 2 KB sealed cookie one character
-    at a time, 20 µs here, where ``str`` methods take about 2.
-    """
-    header: str | None = request.environ.get("HTTP_COOKIE")
-    if not header:
-        return None
-    if '"' in header:
-        return request.cookies.get(name)
-    for pair in header.split(";"):
-        key, _, value = pair.partition("=")
-        if key.strip(" \t") == name:
-            value = value.strip(" \t")
-            if " " not in value and "\t" not in value:  # else not a token: Werkzeug skips the pair
-                return value
-    return None
-
-
-def _vary_cookie(response: Response) -> None:
-    """Add ``Vary: Cookie`` without parsing the header into a set when it is absent."""
-    # getlist: Headers.get raises and catches an exception when the header is absent.
-    vary = response.headers.getlist("Vary")
-    if not vary:
-        response.headers.add("Vary", "Cookie")
-    elif not any("cookie" in value.lower() for value in vary):
-        response.vary.add("Cookie")
 
 
 def _forward_key(key: str) -> str:
