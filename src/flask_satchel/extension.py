@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import typing as t
 
-from flask.globals import request_ctx
-
 from . import settings as _settings
 from .cli import session_cli
 from .errors import ConfigError, StoreUnavailable
 from .interface import SatchelSessionInterface
+from .locking import release_after_request
 from .manager import SessionManager
-from .session import ServerSession
 from .stores import open_store
 from .stores.base import LockingStore
 
@@ -19,15 +17,6 @@ if t.TYPE_CHECKING:
     from flask import Flask
 
     from .stores.cookie import CookieStore
-
-
-def _release_lock(error: BaseException | None) -> None:
-    """Safety net: release a session lock when the request ended without saving."""
-    # Teardown runs inside the request context, whose session Flask opened at its start.
-    session = request_ctx.session
-    # type() first: ABCs are slow. Nearly every request holds no lock, and pays no call.
-    if (type(session) is ServerSession or isinstance(session, ServerSession)) and session._lock is not None:
-        session._interface.release(session)
 
 
 class Session:
@@ -71,6 +60,6 @@ class Session:
         app.extensions["satchel"] = manager
         app.register_error_handler(StoreUnavailable, interface.outages.handler)
         if settings.locking:
-            app.teardown_request(_release_lock)
+            app.teardown_request(release_after_request)
         app.cli.add_command(session_cli)
         return manager

@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import logging
-import secrets
 import time
 import typing as t
 
@@ -29,8 +28,11 @@ from itsdangerous import BadSignature
 
 from . import ids, serialization, signals
 from .cookies import Cookies, cookie_value, vary_cookie
-from .errors import SerializationError, SessionLocked, StoreUnavailable, TooManySessions
+from .errors import SerializationError, StoreUnavailable
+from .locking import SessionLocks
 from .outages import OutageLog
+from .policy import UserCap
+from .rotation import Rotation
 from .session import ServerSession, snapshot
 from .stores.base import Change, LockingStore, Record
 
@@ -63,6 +65,24 @@ class SatchelSessionInterface(SessionInterface):
         #: Sessions need ``app.secret_key``: to sign ids (``SESSION_USE_SIGNER``), or to seal cookies.
         self.needs_secret = self._signer is not None
         self._saves = itertools.count(1)
+        #: Automatic id rotation (``SESSION_ROTATE_INTERVAL``), if on.
+        self.rotation = (
+            None
+            if settings.rotate_interval is None
+            else Rotation(store, settings.rotate_interval, settings.rotation_grace)
+        )
+        #: Session locks (``SESSION_LOCKING``), if on.
+        self.locks = (
+            SessionLocks(t.cast(LockingStore, store), settings.lock_timeout, settings.lock_lease)
+            if settings.locking
+            else None
+        )
+        #: The per-user cap (``SESSION_MAX_PER_USER``), if set.
+        self.cap = (
+            None
+            if settings.max_per_user is None
+            else UserCap(store, settings.max_per_user, settings.max_per_user_policy)
+        )
         #: Sets and deletes the cookie, with Flask's attributes read per request.
         self.cookies = Cookies(self, settings)
         #: Where this store's outages are reported: one log line every few seconds at most.
@@ -144,9 +164,8 @@ class SatchelSessionInterface(SessionInterface):
             )
             return
         key = ids.key_of(sid)
-        settings = self.settings
-        if settings.locking:
-            self._guard(session, self._acquire, session, key)
+        if self.locks is not None:
+            session._lock = self._guard(session, self.locks.acquire, key)
         try:
             record = self.store.load(key)
         except StoreUnavailable:
@@ -155,8 +174,9 @@ class SatchelSessionInterface(SessionInterface):
         except (ValueError, TypeError) as e:  # msgspec.DecodeError is a ValueError
             security_log.warning("Unreadable session record %s, starting a new session: %s", key, e)
             return
-        if record is None and settings.rotate_interval is not None:
-            forwarded = self._guard(session, self._follow, key)
+        rotation = self.rotation
+        if record is None and rotation is not None:
+            forwarded = self._guard(session, rotation.follow, key, self.now())
             if forwarded is not None:  # a sid rotated moments ago, still in its grace window
                 key, record = forwarded
                 session._key = key
@@ -175,8 +195,8 @@ class SatchelSessionInterface(SessionInterface):
         session._stored = True
         session._permanent = record.permanent
         session._new = False
-        if settings.rotate_interval is not None and session._key is None and self._rotation_due(record, now):
-            self._guard(session, self._rotate, session, key, record, now)
+        if rotation is not None and session._key is None and rotation.due(record, now):
+            self._guard(session, self._rotate, session, rotation, key, record, now)
 
     def _import_flask_cookie(self, app: Flask, session: ServerSession, value: str) -> bool:
         """Take over a valid session cookie of Flask's own kind, so its user stays logged in."""
@@ -225,96 +245,46 @@ class SatchelSessionInterface(SessionInterface):
             session._broken = True
             raise
 
-    # Rotation -------------------------------------------------------------
-    #
-    # SESSION_ROTATE_INTERVAL gives a long-lived session a new sid now and then,
-    # so a sid that leaked long ago stops working. Unlike regenerate(), the old
-    # sid is honoured for SESSION_ROTATION_GRACE: the other requests of a page
-    # that were sent with it must not log the user out. A small forwarding
-    # record, under a key derived from the old one, points to the new record;
-    # a request with the old sid follows it, and so does a write from a request
-    # that loaded the old record before the rotation, so no update is lost.
+    # Rotation and locking ---------------------------------------------------
 
-    def _rotation_due(self, record: Record, now: float) -> bool:
-        """True when the session has crossed a multiple of the interval since it was last seen."""
-        interval = self.settings.rotate_interval
-        if interval is None:
-            return False
-        return (now - record.created_at) // interval > (record.last_seen - record.created_at) // interval
-
-    def _rotate(self, session: ServerSession, key: str, record: Record, now: float) -> None:
+    def _rotate(self, session: ServerSession, rotation: Rotation, key: str, record: Record, now: float) -> None:
+        """Give a long-lived session a new sid; the old one forwards to it for a grace window."""
         sid = self.new_sid()
         new_key = ids.key_of(sid)
         renewed = msgspec.structs.replace(
             record, last_seen=now, expires_at=self._deadline(session._app, record.created_at, now)
         )
-        self.store.create(new_key, renewed)
-        if not self.store.delete(key):  # another request of this session rotated it first
-            self.store.delete(new_key)
-            return
-        pointer = Record(
-            data={"to": new_key.encode()}, created_at=now, last_seen=now, expires_at=now + self.settings.rotation_grace
-        )
-        self.store.create(_forward_key(key), pointer)
-        session._sid = sid
-        session._record = renewed
-        session._rotated = True
-        signals.session_regenerated.send(session._app, handle=new_key, old_handle=key)
-
-    def _follow(self, key: str) -> tuple[str, Record] | None:
-        """The record a rotated key forwards to, while the grace window lasts."""
-        pointer = self.store.load(_forward_key(key))
-        if pointer is None or self.now() >= pointer.expires_at or "to" not in pointer.data:
-            return None
-        target = pointer.data["to"].decode()
-        record = self.store.load(target)
-        return None if record is None else (target, record)
+        if rotation.rotate(key, new_key, renewed, now):
+            session._sid = sid
+            session._record = renewed
+            session._rotated = True
+            signals.session_regenerated.send(session._app, handle=new_key, old_handle=key)
 
     def _apply(self, session: ServerSession, change: Change) -> int | None:
         """``store.apply``, following a rotation that happened while the request ran."""
-        remaining = self.store.apply(self.handle_for(session), change)
-        if remaining is None and self.settings.rotate_interval is not None:
-            forwarded = self._follow(self.handle_for(session))
-            if forwarded is not None:
-                session._key = forwarded[0]
-                remaining = self.store.apply(forwarded[0], change)
+        if self.rotation is None:
+            return self.store.apply(self.handle_for(session), change)
+        handle = self.handle_for(session)
+        key, remaining = self.rotation.apply(handle, change, self.now())
+        if key != handle:
+            session._key = key  # the session was rotated: the rest of the request writes to the new record
         return remaining
 
     def _touch(self, session: ServerSession, change: Change) -> bool:
         """``store.touch``, following a rotation like ``_apply``."""
-        if self.store.touch(self.handle_for(session), change.last_seen, change.expires_at):
-            return True
-        forwarded = self._follow(self.handle_for(session)) if self.settings.rotate_interval is not None else None
-        if forwarded is None:
-            return False
-        session._key = forwarded[0]
-        return self.store.touch(forwarded[0], change.last_seen, change.expires_at)
-
-    # Locking --------------------------------------------------------------
-
-    def _acquire(self, session: ServerSession, key: str) -> None:
-        """Wait for the session's lock, up to ``SESSION_LOCK_TIMEOUT``; a 503 after that."""
-        store = t.cast(LockingStore, self.store)
-        token = secrets.token_hex(16)
-        deadline = time.monotonic() + self.settings.lock_timeout
-        pause = 0.001
-        while not store.lock(key, token, self.settings.lock_lease):
-            if time.monotonic() >= deadline:
-                raise SessionLocked(f"session {key} stayed locked for {self.settings.lock_timeout:g} s")
-            time.sleep(pause)
-            pause = min(pause * 2, 0.025)
-        session._lock = (key, token)
+        if self.rotation is None:
+            return self.store.touch(self.handle_for(session), change.last_seen, change.expires_at)
+        handle = self.handle_for(session)
+        key, alive = self.rotation.touch(handle, change, self.now())
+        if key != handle:
+            session._key = key
+        return alive
 
     def release(self, session: ServerSession) -> None:
         """Give the session's lock back, if this request holds one."""
         held, session._lock = session._lock, None
-        if held is None:
-            return
-        try:
-            if not t.cast(LockingStore, self.store).unlock(*held):
-                log.warning("A session lock lapsed before its request ended; raise SESSION_LOCK_LEASE")
-        except StoreUnavailable as e:
-            log.warning("Could not release a session lock (it will lapse): %s", e)
+        if held is not None and self.locks is not None:
+            self.locks.release(held)
 
     # Explicit lifecycle ----------------------------------------------------
 
@@ -353,26 +323,15 @@ class SatchelSessionInterface(SessionInterface):
 
     def admit_user(self, session: ServerSession, user: t.Any) -> None:
         """Refuse a login past ``SESSION_MAX_PER_USER`` when the policy is "refuse"."""
-        cap = self.settings.max_per_user
-        if cap is None or self.settings.max_per_user_policy != "refuse" or user is None:
+        if self.cap is None or user is None:
             return
         own = self.handle_for(session) if session._stored else None
-        others = [h for h, _ in self._guard(session, self.store.sessions, self.now(), str(user)) if h != own]
-        if len(others) >= cap:
-            raise TooManySessions(
-                f"user {str(user)!r} already has {len(others)} sessions, the most SESSION_MAX_PER_USER allows;"
-                " log one out first"
-            )
+        self._guard(session, self.cap.admit, str(user), own, self.now())
 
     def _enforce_cap(self, app: Flask, user: str | None, own: str) -> None:
         """Revoke a user's least recently seen sessions past ``SESSION_MAX_PER_USER``."""
-        cap = self.settings.max_per_user
-        if cap is None or user is None or self.settings.max_per_user_policy != "revoke_oldest":
-            return
-        others = sorted(((r.last_seen, h) for h, r in self.store.sessions(self.now(), user) if h != own), reverse=True)
-        for _, handle in others[cap - 1 :]:
-            if self.store.delete(handle):
-                signals.session_revoked.send(app, handle=handle)
+        if self.cap is not None and user is not None:
+            self.cap.enforce(app, user, own, self.now())
 
     # Saving ---------------------------------------------------------------
 
@@ -654,8 +613,3 @@ def _idle_seconds(app: Flask) -> float:
 
 
 _idle_memo: tuple[object, float] = (object(), 0.0)
-
-
-def _forward_key(key: str) -> str:
-    """Where a rotated key's forwarding record lives: a hash, so it is a handle like any other."""
-    return ids.key_of(f"forward:{key}")
