@@ -16,6 +16,7 @@ from . import signals
 from .cookies import cookie_value
 from .errors import SessionTooLarge
 from .interface import SatchelSessionInterface, security_log
+from .legacy.flask_cookies import read_flask_cookie
 from .stores.base import merge
 from .stores.cookie import CookieStore, Sealed
 
@@ -59,7 +60,9 @@ class CookieSessionInterface(SatchelSessionInterface):
         session._had_cookie = True
         sealed = self.store.sealer.open(value, name, self._secrets(app))
         if sealed is None:
-            if self.settings.migrate_flask_cookies and self._import_flask_cookie(app, session, value):
+            if self.settings.migrate_flask_cookies and self._take_over(
+                session, read_flask_cookie(app, value, self.settings.permanent), "Flask cookie"
+            ):
                 return
             security_log.warning(
                 "Rejected a tampered, truncated or foreign session cookie from %s",
@@ -93,7 +96,7 @@ class CookieSessionInterface(SatchelSessionInterface):
     def destroy(self, session: ServerSession) -> None:
         if session._stored:
             signals.session_destroyed.send(session._app, handle=self.handle_for(session))
-        self._forget(session)
+        session._forget(self.settings.permanent)
 
     def _save(self, app: Flask, session: ServerSession, response: Response) -> None:
         now = self.now()

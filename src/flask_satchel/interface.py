@@ -23,32 +23,30 @@ import time
 import typing as t
 
 import msgspec
-from flask.sessions import SecureCookieSessionInterface, SessionInterface
-from itsdangerous import BadSignature
+from flask.sessions import SessionInterface
 
-from . import ids, serialization, signals
+from . import ids, signals
 from .cookies import Cookies, cookie_value, vary_cookie
-from .errors import SerializationError, StoreUnavailable
+from .errors import StoreUnavailable
+from .legacy.flask_cookies import read_flask_cookie
 from .locking import SessionLocks
 from .outages import OutageLog
 from .policy import UserCap
 from .rotation import Rotation
-from .session import ServerSession, snapshot
+from .session import ServerSession
 from .stores.base import Change, LockingStore, Record
 
 if t.TYPE_CHECKING:
     from flask import Flask, Request, Response
     from flask.sessions import SessionMixin
 
-    from .legacy import Importer
+    from .legacy import Imported, Importer
     from .settings import Settings
     from .stores.base import Store
 
 #: Tampered or malformed cookies and unreadable records are reported here.
 security_log = logging.getLogger("flask_satchel.security")
 log = logging.getLogger("flask_satchel")
-#: Reads legacy Flask cookie sessions for ``SESSION_MIGRATE_FLASK_COOKIES``.
-_flask_cookies = SecureCookieSessionInterface()
 
 
 class SatchelSessionInterface(SessionInterface):
@@ -154,9 +152,13 @@ class SatchelSessionInterface(SessionInterface):
         session._had_cookie = True
         sid = self._sid_from_cookie(app, value)
         if sid is None:
-            if self.settings.migrate_flask_cookies and self._import_flask_cookie(app, session, value):
+            if self.settings.migrate_flask_cookies and self._take_over(
+                session, read_flask_cookie(app, value, self.settings.permanent), "Flask cookie"
+            ):
                 return
-            if self.importer is not None and self._import_flask_session(app, session, value):
+            if self.importer is not None and self._take_over(
+                session, self._guard(session, self.importer.take, app, value), "Flask-Session"
+            ):
                 return
             security_log.warning(
                 "Rejected a malformed or tampered session cookie from %s",
@@ -182,7 +184,7 @@ class SatchelSessionInterface(SessionInterface):
                 session._key = key
         if record is None:
             if self.importer is not None:
-                self._import_flask_session(app, session, value)
+                self._take_over(session, self._guard(session, self.importer.take, app, value), "Flask-Session")
             return  # unknown, expired or revoked: never adopted
         now = self.now()
         if now >= min(record.expires_at, self._deadline(app, record.created_at, record.last_seen)):
@@ -198,43 +200,12 @@ class SatchelSessionInterface(SessionInterface):
         if rotation is not None and session._key is None and rotation.due(record, now):
             self._guard(session, self._rotate, session, rotation, key, record, now)
 
-    def _import_flask_cookie(self, app: Flask, session: ServerSession, value: str) -> bool:
-        """Take over a valid session cookie of Flask's own kind, so its user stays logged in."""
-        serializer = _flask_cookies.get_signing_serializer(app)
-        if serializer is None:
-            return False
-        try:
-            data = serializer.loads(value, max_age=int(app.permanent_session_lifetime.total_seconds()))
-        except BadSignature:
-            return False
-        if not isinstance(data, dict):
-            return False
-        session._permanent = bool(data.pop("_permanent", self.settings.permanent))
-        dict.update(session, data)
-        session._touched = None
-        session.modified = True
-        session._new = False
-        log.info("Moved a Flask cookie session into Flask-Satchel")
-        return True
-
-    def _import_flask_session(self, app: Flask, session: ServerSession, value: str) -> bool:
-        """Take over the user's live Flask-Session record: same data, permanence and deadline, a new id.
-
-        The importer deletes the old record as it reads it, so the old
-        cookie, replayed, finds nothing; the new record and cookie are
-        written at the end of the request like any new session's.
-        """
-        assert self.importer is not None
-        imported = self._guard(session, self.importer.take, app, value)
+    def _take_over(self, session: ServerSession, imported: Imported | None, what: str) -> bool:
+        """Fill ``session`` with a session another library kept, if there is one still alive."""
         if imported is None or imported.expires_at <= self.now():
             return False
-        session._permanent = imported.permanent
-        dict.update(session, imported.data)
-        session._touched = None
-        session._import_deadline = imported.expires_at
-        session.modified = True
-        session._new = False
-        log.info("Moved a Flask-Session session into Flask-Satchel")
+        session._adopt(imported.data, imported.permanent, imported.expires_at)
+        log.info("Moved a %s session into Flask-Satchel", what)
         return True
 
     def _guard(self, session: ServerSession, op: t.Callable[..., t.Any], *args: t.Any) -> t.Any:
@@ -292,34 +263,14 @@ class SatchelSessionInterface(SessionInterface):
         old = self.handle_for(session) if session._stored else None
         if session._stored:
             self._guard(session, self.store.delete, old)
-        session._regenerated_from = session._regenerated_from or old
-        session._key = None
-        session._sid = self.new_sid()
-        session._stored = False
-        session.modified = True
+        session._renew(self.new_sid(), old)
 
     def destroy(self, session: ServerSession) -> None:
         if session._stored:
             handle = self.handle_for(session)
             self._guard(session, self.store.delete, handle)
             signals.session_destroyed.send(session._app, handle=handle)
-        self._forget(session)
-
-    def _forget(self, session: ServerSession) -> None:
-        """Make ``session`` a new, empty one that will delete the cookie unless filled again."""
-        dict.clear(session)
-        session._pending = set()
-        session._sid = None
-        session._key = None
-        session._handle = None
-        session._record = None
-        session._original = {}
-        session._stored = False
-        session._regenerated_from = None
-        session._import_deadline = None
-        session._destroyed = True
-        session._permanent = self.settings.permanent
-        session.modified = True
+        session._forget(self.settings.permanent)
 
     def admit_user(self, session: ServerSession, user: t.Any) -> None:
         """Refuse a login past ``SESSION_MAX_PER_USER`` when the policy is "refuse"."""
@@ -472,7 +423,7 @@ class SatchelSessionInterface(SessionInterface):
         interval, and it is told apart without building a ``Change``.
         """
         refresh_due = self._refresh_due(app, record, now)
-        delta = self._delta(session)
+        delta = session._delta()
         if not (delta[0] or delta[1] or session._permanent_changed or refresh_due):
             return None
         return self._change(app, session, now if refresh_due else None, delta)
@@ -504,39 +455,6 @@ class SatchelSessionInterface(SessionInterface):
             signals.session_regenerated.send(app, handle=handle, old_handle=old)
             session._regenerated_from = None
 
-    @staticmethod
-    def _delta(session: ServerSession) -> tuple[dict[str, bytes], list[str]]:
-        """The keys the request set (with their new bytes) and removed, by comparing encoded bytes.
-
-        Only keys written or handed out as mutable values are encoded; a
-        request that read strings and numbers costs nothing here.
-        """
-        touched = session._touched
-        if not touched and touched is not None:
-            return {}, []
-        original = session._original
-        candidates: t.Iterable[str] = original.keys() | dict.keys(session) if touched is None else touched
-        changed: dict[str, bytes] = {}
-        removed: list[str] = []
-        pending, snapshots = session._pending, session._snapshots
-        for key in candidates:
-            if key in pending:
-                continue  # never read, so unchanged
-            if dict.__contains__(session, key):
-                value = dict.__getitem__(session, key)
-                image = snapshots.get(key)
-                if image is not None and snapshot(value) == image:
-                    continue  # handed out, and still what it was
-                try:
-                    encoded = serialization.encode_value(value)
-                except SerializationError as e:
-                    raise SerializationError(f"session key {key!r}: {e}") from e
-                if original.get(key) != encoded:
-                    changed[key] = encoded
-            elif key in original:
-                removed.append(key)
-        return changed, removed
-
     def _change(
         self,
         app: Flask,
@@ -552,7 +470,7 @@ class SatchelSessionInterface(SessionInterface):
         """
         record = session._record
         assert record is not None
-        changed, removed = self._delta(session) if delta is None else delta
+        changed, removed = session._delta() if delta is None else delta
         if now is not None and not (changed or removed or session._permanent_changed or self._refresh_on_read(app)):
             now = None  # activity alone does not extend the session
         client = None

@@ -201,6 +201,73 @@ class ServerSession(dict[str, t.Any], SessionMixin):
                     raise SerializationError(f"session key {key!r}: {e}") from e
         raise error
 
+    def _delta(self) -> tuple[dict[str, bytes], list[str]]:
+        """The keys the request set (with their new bytes) and removed, by comparing encoded bytes.
+
+        Only keys written or handed out as mutable values are encoded; a
+        request that read strings and numbers costs nothing here.
+        """
+        touched = self._touched
+        if not touched and touched is not None:
+            return {}, []
+        original = self._original
+        candidates: t.Iterable[str] = original.keys() | dict.keys(self) if touched is None else touched
+        changed: dict[str, bytes] = {}
+        removed: list[str] = []
+        pending, snapshots = self._pending, self._snapshots
+        for key in candidates:
+            if key in pending:
+                continue  # never read, so unchanged
+            if dict.__contains__(self, key):
+                value = dict.__getitem__(self, key)
+                image = snapshots.get(key)
+                if image is not None and snapshot(value) == image:
+                    continue  # handed out, and still what it was
+                try:
+                    encoded = serialization.encode_value(value)
+                except SerializationError as e:
+                    raise SerializationError(f"session key {key!r}: {e}") from e
+                if original.get(key) != encoded:
+                    changed[key] = encoded
+            elif key in original:
+                removed.append(key)
+        return changed, removed
+
+    # Lifecycle: the state regenerate, destroy and an import leave behind -------
+
+    def _renew(self, sid: str, old_handle: str | None) -> None:
+        """A new id for the same data (``regenerate()``): stored anew at the end of the request."""
+        self._regenerated_from = self._regenerated_from or old_handle
+        self._key = None
+        self._sid = sid
+        self._stored = False
+        self.modified = True
+
+    def _forget(self, permanent: bool) -> None:
+        """Become a new, empty session that deletes the cookie unless filled again (``destroy()``)."""
+        dict.clear(self)
+        self._pending = set()
+        self._sid = None
+        self._key = None
+        self._handle = None
+        self._record = None
+        self._original = {}
+        self._stored = False
+        self._regenerated_from = None
+        self._import_deadline = None
+        self._destroyed = True
+        self._permanent = permanent
+        self.modified = True
+
+    def _adopt(self, data: dict[str, t.Any], permanent: bool, deadline: float) -> None:
+        """Take over another library's session: stored as a new one, living no longer than ``deadline``."""
+        self._permanent = permanent
+        dict.update(self, data)
+        self._touched = None
+        self._import_deadline = deadline
+        self.modified = True
+        self._new = False
+
     # Session identity ------------------------------------------------------
 
     @property
