@@ -17,8 +17,8 @@ from flask.sessions import SecureCookieSessionInterface
 from flask_satchel import NotSupported
 from flask_satchel.errors import SessionTooLarge
 from flask_satchel.stores.cookie import Sealed, Sealer
-from flask_satchel.testing import SessionContract
 from flask_satchel.testing import make_app as contract_app
+from flask_satchel.testing.contract import SessionContract
 
 
 class TestCookieApp(SessionContract):

@@ -34,7 +34,8 @@ from flask_satchel.manager import SessionManager
 from flask_satchel.settings import Settings
 from flask_satchel.stores.base import Change, Record
 from flask_satchel.stores.memcached import MemcachedStore
-from flask_satchel.testing import AppContract, StoreContract, _get, live_server
+from flask_satchel.testing import http_get, live_server
+from flask_satchel.testing.contract import AppContract, StoreContract
 
 DAY = 86400.0
 
@@ -150,14 +151,14 @@ class TestMemcachedApp(AppContract):
         # do; this one checks the record under the session's handle instead.
         app.config["TEST_PAUSE"] = 0.5
         with live_server(app) as address:
-            _, _, cookie = _get(address, "/set/a/1")
-            _, handle, _ = _get(address, "/handle", cookie)
+            _, _, cookie = http_get(address, "/set/a/1")
+            _, handle, _ = http_get(address, "/handle", cookie)
             with concurrent.futures.ThreadPoolExecutor(1) as pool:
-                slow = pool.submit(_get, address, "/slow-add/7", cookie)
+                slow = pool.submit(http_get, address, "/slow-add/7", cookie)
                 time.sleep(0.2)
-                assert _get(address, "/destroy", cookie)[0] == 200
+                assert http_get(address, "/destroy", cookie)[0] == 200
                 assert slow.result()[0] == 200
-            _, body, _ = _get(address, "/dump", cookie)
+            _, body, _ = http_get(address, "/dump", cookie)
         assert body == "[]"
         assert manager.store.load(handle) is None
 
@@ -490,12 +491,12 @@ def test_restart_between_requests_is_invisible(private_memcached: MemcachedServe
     app = _app(private_memcached)
     with live_server(app) as address:
         with concurrent.futures.ThreadPoolExecutor(8) as pool:  # several pooled connections
-            assert set(pool.map(lambda i: _get(address, f"/set/{i}")[0], range(16))) == {200}
+            assert set(pool.map(lambda i: http_get(address, f"/set/{i}")[0], range(16))) == {200}
         private_memcached.kill()
         private_memcached.start()
-        status, _, cookie = _get(address, "/set/after")
+        status, _, cookie = http_get(address, "/set/after")
         assert status == 200
-        assert _get(address, "/get", cookie)[:2] == (200, "'after'")
+        assert http_get(address, "/get", cookie)[:2] == (200, "'after'")
     _close(app)
 
 

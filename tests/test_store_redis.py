@@ -28,7 +28,7 @@ from flask_satchel.settings import Settings
 from flask_satchel.stores import redis as redis_store
 from flask_satchel.stores.base import Change, Record
 from flask_satchel.stores.redis import RedisStore
-from flask_satchel.testing import AppContract, StoreContract
+from flask_satchel.testing.contract import AppContract, StoreContract
 
 DB = 13
 URL = f"redis://127.0.0.1:6379/{DB}"

@@ -27,7 +27,7 @@ from flask_satchel.manager import SessionManager
 from flask_satchel.settings import Settings
 from flask_satchel.stores.base import Record
 from flask_satchel.stores.redis import RedisStore
-from flask_satchel.testing import AppContract, StoreContract
+from flask_satchel.testing.contract import AppContract, StoreContract
 
 SERVICE = "satchel"
 

@@ -25,7 +25,7 @@ from flask_satchel.manager import SessionManager
 from flask_satchel.settings import load
 from flask_satchel.stores.base import Change, Record
 from flask_satchel.stores.sql import CLEANUP_BATCH, SQLStore, make_lock_table, make_table
-from flask_satchel.testing import AppContract, StoreContract
+from flask_satchel.testing.contract import AppContract, StoreContract
 
 POSTGRESQL_URL = os.environ.get("SATCHEL_TEST_POSTGRESQL", "postgresql://postgres@127.0.0.1:5432/test")
 MARIADB_URL = os.environ.get("SATCHEL_TEST_MARIADB", "mysql://root@127.0.0.1:3306/test")

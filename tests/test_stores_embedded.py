@@ -18,7 +18,7 @@ from flask_satchel.stores.base import Change, Record
 from flask_satchel.stores.filesystem import FileSystemStore
 from flask_satchel.stores.memory import MemoryStore
 from flask_satchel.stores.sqlite import SQLiteStore
-from flask_satchel.testing import AppContract, StoreContract
+from flask_satchel.testing.contract import AppContract, StoreContract
 
 
 class TestMemoryStore(StoreContract):
