@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from flask import Flask, session
 
+from flask_satchel import Session
+
 IN_CI = os.environ.get("CI") == "true"
 
 
@@ -104,3 +106,16 @@ def add_value_views(app: Flask) -> Flask:
         return repr(session.get("v"))
 
     return app
+
+
+def value_app(instance_path: str | os.PathLike[str] | None = None, *, init: bool = True, **config: t.Any) -> Flask:
+    """An app with ``config`` and :func:`add_value_views`, Flask-Satchel on it unless ``init`` is False.
+
+    The one factory of the store and interface tests; a test that calls
+    ``Session(app)`` itself (to time it, or to see it fail) passes ``init=False``.
+    """
+    app = Flask(__name__, instance_path=None if instance_path is None else str(instance_path))
+    app.config.update(config)
+    if init:
+        Session(app)
+    return add_value_views(app)

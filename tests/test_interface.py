@@ -12,7 +12,7 @@ import time
 import typing as t
 
 import pytest
-from conftest import add_value_views
+from conftest import value_app
 from flask import Flask, Request, session
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -24,13 +24,7 @@ from flask_satchel.cookies import cookie_value
 
 
 def make_app(tmp_path: t.Any, **config: t.Any) -> Flask:
-    app = Flask("interface_test", instance_path=str(tmp_path))
-    app.config.update(SECRET_KEY="one", **config)
-    Session(app)
-
-    add_value_views(app)
-
-    return app
+    return value_app(tmp_path, SECRET_KEY="one", **config)
 
 
 def test_signed_ids_and_key_rotation(tmp_path: t.Any) -> None:

@@ -6,18 +6,15 @@ import logging
 import typing as t
 
 import pytest
-from conftest import add_value_views, free_port
+from conftest import free_port, value_app
 from flask import Flask, session
 
-from flask_satchel import SerializationError, Session, signals
+from flask_satchel import SerializationError, signals
 from flask_satchel.interface import SatchelSessionInterface
 
 
 def make_app(tmp_path: t.Any, **config: t.Any) -> Flask:
-    app = Flask("save_faults", instance_path=str(tmp_path))
-    app.config.update(SECRET_KEY="one", **config)
-    Session(app)
-    return add_value_views(app)
+    return value_app(tmp_path, SECRET_KEY="one", **config)
 
 
 def test_failed_new_session_leaves_no_record_and_no_assertion(tmp_path: t.Any) -> None:
