@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis
-from conftest import ServerProcess, require
+from conftest import ServerProcess, require, value_app
 from flask import Flask, session
 
 from flask_satchel import ConfigError, Session
@@ -368,10 +368,7 @@ def test_prefix_with_glob_characters(shared: redis.Redis) -> None:
 
 
 def _app(**config: t.Any) -> Flask:
-    app = Flask(__name__)
-    app.config.update(SECRET_KEY="x", SESSION_KEY_PREFIX=_prefix(), **config)
-    Session(app)
-    return app
+    return value_app(SECRET_KEY="x", SESSION_KEY_PREFIX=_prefix(), **config)
 
 
 def test_unexpected_client_is_refused() -> None:
