@@ -17,7 +17,7 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
-from conftest import add_value_views, require
+from conftest import require, value_app
 from flask import Flask, session
 
 from flask_satchel import ConfigError, SatchelError, Session
@@ -806,8 +806,8 @@ def test_table_is_public_for_alembic(backend: Backend) -> None:
 
 
 def _app(backend: Backend, table: str, **config: t.Any) -> Flask:
-    app = Flask(__name__)
-    app.config.update(
+    return value_app(
+        init=False,
         SECRET_KEY="sql-test",
         SESSION_TYPE="sqlalchemy",
         SESSION_SQLALCHEMY_TABLE=table,
@@ -815,10 +815,6 @@ def _app(backend: Backend, table: str, **config: t.Any) -> Flask:
         **backend.config,
         **config,
     )
-
-    add_value_views(app)
-
-    return app
 
 
 def test_table_created_at_init_app_not_on_requests(backend: Backend) -> None:
