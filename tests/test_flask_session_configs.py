@@ -9,7 +9,7 @@ import uuid
 import pytest
 import redis
 from cachelib import FileSystemCache, NullCache, RedisCache, SimpleCache
-from conftest import add_value_views, require
+from conftest import require, value_app
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 
@@ -19,9 +19,7 @@ PG_URL = "postgresql+psycopg://postgres@127.0.0.1/test"
 
 
 def make_app(tmp_path: t.Any, **config: t.Any) -> Flask:
-    app = Flask("flask_session_configs", instance_path=str(tmp_path / "instance"))
-    app.config.update(SECRET_KEY="flask-session-configs", **config)
-    return add_value_views(app)
+    return value_app(tmp_path / "instance", init=False, SECRET_KEY="flask-session-configs", **config)
 
 
 def keeps_sessions(app: Flask) -> None:
