@@ -70,7 +70,7 @@ class CookieSessionInterface(SatchelSessionInterface):
             )
             return
         now = self.now()
-        if now >= min(sealed.expires_at, self._deadline(app, sealed.created_at, sealed.last_seen)):
+        if now >= min(sealed.expires_at, self.changes.deadline(app, sealed.created_at, sealed.last_seen)):
             security_log.info("Refused an expired session cookie (session %s)", sealed.handle)
             return
         if sealed.user is not None:
@@ -106,10 +106,10 @@ class CookieSessionInterface(SatchelSessionInterface):
             return
         record = session._record
         if not session._stored or record is None:
-            record = self._new_record(app, session, now)
+            record = self.changes.new_record(app, session, now)
             self._announce(app, session, self.handle_for(session))
         else:
-            change = self._pending_change(app, session, record, now)
+            change = self.changes.pending(app, session, record, now)
             if change is None:
                 return  # read-only inside the refresh interval: the cookie the browser has is still right
             changed = change.set or change.removed or session._permanent_changed

@@ -17,7 +17,10 @@ import typing as t
 
 from itsdangerous import BadSignature, Signer
 
-__all__ = ["SidSigner", "key_of", "new_sid", "sid_pattern"]
+if t.TYPE_CHECKING:
+    from flask import Flask
+
+__all__ = ["SidCookie", "SidSigner", "key_of", "new_sid", "sid_pattern"]
 
 
 def new_sid(nbytes: int) -> str:
@@ -63,3 +66,43 @@ class SidSigner:
             return self._signer(secret, fallbacks).unsign(value).decode()
         except (BadSignature, UnicodeError):
             return None
+
+
+class SidCookie:
+    """How a session id travels in the cookie: as it is, or signed (``SESSION_USE_SIGNER``).
+
+    The secret is read from the app on each use, as Flask reads it, so an
+    app may set or rotate it after ``init_app``.
+    """
+
+    def __init__(self, nbytes: int, signed: bool) -> None:
+        #: Bytes of randomness in an id (``SESSION_ID_LENGTH``).
+        self.nbytes = nbytes
+        self._pattern = sid_pattern(nbytes)
+        self._signer = SidSigner() if signed else None
+
+    @property
+    def signed(self) -> bool:
+        return self._signer is not None
+
+    def new(self) -> str:
+        return new_sid(self.nbytes)
+
+    def read(self, app: Flask, value: str) -> str | None:
+        """The sid a cookie value carries; None for anything but an id of ours (a bad signature, a wrong shape)."""
+        sid: str | None = value
+        if self._signer is not None:
+            sid = self._signer.unsign(value, app.secret_key, app.config.get("SECRET_KEY_FALLBACKS") or ())
+        if sid is None or not self._pattern.fullmatch(sid):
+            return None
+        return sid
+
+    def value(self, app: Flask, sid: str) -> str:
+        """The cookie value for ``sid``: signed with the newest key when signing is on."""
+        if self._signer is None:
+            return sid
+        return self._signer.sign(sid, app.secret_key, app.config.get("SECRET_KEY_FALLBACKS") or ())
+
+    def stale(self, app: Flask, sent: str | None, sid: str) -> bool:
+        """Whether ``sent`` was signed with an older key than the newest, so the cookie should be signed anew."""
+        return self._signer is not None and sent != self.value(app, sid)

@@ -16,7 +16,6 @@ back, because stores refuse to apply a change to a record that is gone.
 
 from __future__ import annotations
 
-import datetime as dt
 import itertools
 import logging
 import time
@@ -26,6 +25,7 @@ import msgspec
 from flask.sessions import SessionInterface
 
 from . import ids, signals
+from .changes import Changes
 from .cookies import Cookies, cookie_value, vary_cookie
 from .errors import StoreUnavailable
 from .legacy.flask_cookies import read_flask_cookie
@@ -58,10 +58,10 @@ class SatchelSessionInterface(SessionInterface):
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
-        self._pattern = ids.sid_pattern(settings.id_length)
-        self._signer = ids.SidSigner() if settings.use_signer else None
+        #: How a sid travels in the cookie (signed or not).
+        self.sids = ids.SidCookie(settings.id_length, settings.use_signer)
         #: Sessions need ``app.secret_key``: to sign ids (``SESSION_USE_SIGNER``), or to seal cookies.
-        self.needs_secret = self._signer is not None
+        self.needs_secret = self.sids.signed
         self._saves = itertools.count(1)
         #: Automatic id rotation (``SESSION_ROTATE_INTERVAL``), if on.
         self.rotation = (
@@ -81,6 +81,8 @@ class SatchelSessionInterface(SessionInterface):
             if settings.max_per_user is None
             else UserCap(store, settings.max_per_user, settings.max_per_user_policy)
         )
+        #: Builds records and changes, with their expiry.
+        self.changes = Changes(settings)
         #: Sets and deletes the cookie, with Flask's attributes read per request.
         self.cookies = Cookies(self, settings)
         #: Where this store's outages are reported: one log line every few seconds at most.
@@ -89,9 +91,6 @@ class SatchelSessionInterface(SessionInterface):
         self.importer: Importer | None = None
 
     # Ids ------------------------------------------------------------------
-
-    def new_sid(self) -> str:
-        return ids.new_sid(self.settings.id_length)
 
     def sid_for(self, session: ServerSession) -> str | None:
         return self._sid(session)
@@ -102,31 +101,8 @@ class SatchelSessionInterface(SessionInterface):
     def _sid(self, session: ServerSession) -> str:
         """The session's id, made when first needed (a new session may never need one)."""
         if session._sid is None:
-            session._sid = self.new_sid()
+            session._sid = self.sids.new()
         return session._sid
-
-    def _sid_from_cookie(self, app: Flask, value: str) -> str | None:
-        sid: str | None = value
-        if self._signer is not None:
-            sid = self._signer.unsign(value, app.secret_key, app.config.get("SECRET_KEY_FALLBACKS") or ())
-        if sid is None or not self._pattern.fullmatch(sid):
-            return None
-        return sid
-
-    def _cookie_value(self, app: Flask, sid: str) -> str:
-        if self._signer is None:
-            return sid
-        return self._signer.sign(sid, app.secret_key, app.config.get("SECRET_KEY_FALLBACKS") or ())
-
-    # Expiry ---------------------------------------------------------------
-
-    def _deadline(self, app: Flask, created_at: float, last_seen: float) -> float:
-        """When a session seen at ``last_seen`` dies: idle or absolute timeout, whichever is first."""
-        return min(last_seen + _idle_seconds(app), created_at + self.settings.absolute_lifetime)
-
-    def _refresh_due(self, app: Flask, record: Record, now: float) -> bool:
-        # A tenth of the idle timeout at most, so a short lifetime stays accurate.
-        return now - record.last_seen >= min(self.settings.refresh_interval, _idle_seconds(app) / 10)
 
     # Opening --------------------------------------------------------------
 
@@ -150,7 +126,7 @@ class SatchelSessionInterface(SessionInterface):
         if value is None:
             return
         session._had_cookie = True
-        sid = self._sid_from_cookie(app, value)
+        sid = self.sids.read(app, value)
         if sid is None:
             if self.settings.migrate_flask_cookies and self._take_over(
                 session, read_flask_cookie(app, value, self.settings.permanent), "Flask cookie"
@@ -187,7 +163,7 @@ class SatchelSessionInterface(SessionInterface):
                 self._take_over(session, self._guard(session, self.importer.take, app, value), "Flask-Session")
             return  # unknown, expired or revoked: never adopted
         now = self.now()
-        if now >= min(record.expires_at, self._deadline(app, record.created_at, record.last_seen)):
+        if now >= min(record.expires_at, self.changes.deadline(app, record.created_at, record.last_seen)):
             self._guard(session, self.store.delete, key)
             signals.session_expired.send(app, handle=key)
             return
@@ -220,10 +196,10 @@ class SatchelSessionInterface(SessionInterface):
 
     def _rotate(self, session: ServerSession, rotation: Rotation, key: str, record: Record, now: float) -> None:
         """Give a long-lived session a new sid; the old one forwards to it for a grace window."""
-        sid = self.new_sid()
+        sid = self.sids.new()
         new_key = ids.key_of(sid)
         renewed = msgspec.structs.replace(
-            record, last_seen=now, expires_at=self._deadline(session._app, record.created_at, now)
+            record, last_seen=now, expires_at=self.changes.deadline(session._app, record.created_at, now)
         )
         if rotation.rotate(key, new_key, renewed, now):
             session._sid = sid
@@ -263,7 +239,7 @@ class SatchelSessionInterface(SessionInterface):
         old = self.handle_for(session) if session._stored else None
         if session._stored:
             self._guard(session, self.store.delete, old)
-        session._renew(self.new_sid(), old)
+        session._renew(self.sids.new(), old)
 
     def destroy(self, session: ServerSession) -> None:
         if session._stored:
@@ -329,18 +305,18 @@ class SatchelSessionInterface(SessionInterface):
         now = self.now()
         if not dict.__len__(session):
             # Only this request's deletions: keys other requests added survive.
-            if session._stored and self._apply(session, self._change(app, session, now)):
+            if session._stored and self._apply(session, self.changes.change(app, session, now)):
                 return
             if session._destroyed or (session._had_cookie and not self._keeps_unknown_cookie(session)):
                 self.cookies.delete(app, session._request, response, destroyed=session._destroyed)
             return
 
         if not session._stored:
-            record = self._new_record(app, session, now)
+            record = self.changes.new_record(app, session, now)
             handle = self.handle_for(session)
             store.create(handle, record)
             try:
-                self.cookies.set(app, session._request, response, self._cookie_value(app, self._sid(session)), record)
+                self.cookies.set(app, session._request, response, self.sids.value(app, self._sid(session)), record)
                 self._announce(app, session, handle)
             except BaseException:
                 # Flask answers with its error page, not this response: no
@@ -353,10 +329,10 @@ class SatchelSessionInterface(SessionInterface):
 
         stored = session._record
         assert stored is not None
-        change = self._pending_change(app, session, stored, now)
+        change = self.changes.pending(app, session, stored, now)
         if change is None:
             if session._rotated:
-                self.cookies.set(app, session._request, response, self._cookie_value(app, self._sid(session)), stored)
+                self.cookies.set(app, session._request, response, self.sids.value(app, self._sid(session)), stored)
             return  # read-only, inside the refresh interval: the common case, and nothing to do
         refresh = change.last_seen != stored.last_seen
         if change.set or change.removed or session._permanent_changed or change.client is not None:
@@ -374,7 +350,7 @@ class SatchelSessionInterface(SessionInterface):
             or (refresh and session._permanent)
             or self._signed_with_old_key(app, session)
         ):
-            self.cookies.set(app, session._request, response, self._cookie_value(app, self._sid(session)), change)
+            self.cookies.set(app, session._request, response, self.sids.value(app, self._sid(session)), change)
 
     def _signed_with_old_key(self, app: Flask, session: ServerSession) -> bool:
         """A written session whose cookie was signed with a fallback key: it is signed anew, as Flask does.
@@ -382,10 +358,9 @@ class SatchelSessionInterface(SessionInterface):
         Otherwise removing the old key from ``SECRET_KEY_FALLBACKS`` later
         would log out every user whose session was never re-sent.
         """
-        if self._signer is None or session._request is None:
+        if not self.sids.signed or session._request is None:
             return False
-        sent = cookie_value(session._request, self.get_cookie_name(app))
-        return sent != self._cookie_value(app, self._sid(session))
+        return self.sids.stale(app, cookie_value(session._request, self.get_cookie_name(app)), self._sid(session))
 
     def _refresh(self, session: ServerSession, change: Change) -> bool:
         """Extend a read-only request's session; False when it is gone.
@@ -416,37 +391,6 @@ class SatchelSessionInterface(SessionInterface):
         except StoreUnavailable as e:
             log.warning("Could not delete session %s after a failed save (it will expire): %s", handle, e)
 
-    def _pending_change(self, app: Flask, session: ServerSession, record: Record, now: float) -> Change | None:
-        """What a stored session's request has to write, or None when it has nothing to write.
-
-        None is the common case, a read-only request inside the refresh
-        interval, and it is told apart without building a ``Change``.
-        """
-        refresh_due = self._refresh_due(app, record, now)
-        delta = session._delta()
-        if not (delta[0] or delta[1] or session._permanent_changed or refresh_due):
-            return None
-        return self._change(app, session, now if refresh_due else None, delta)
-
-    def _new_record(self, app: Flask, session: ServerSession, now: float) -> Record:
-        """A whole record for a session that is not stored yet (new, regenerated or imported)."""
-        previous = session._record
-        created = previous.created_at if previous is not None else now
-        encoded = session._encoded()
-        expires_at = self._deadline(app, created, now)
-        if session._import_deadline is not None:
-            # An imported session keeps what was left of its life, never more.
-            expires_at = min(expires_at, session._import_deadline)
-        return Record(
-            data=encoded,
-            created_at=created,
-            last_seen=now,
-            expires_at=expires_at,
-            permanent=session._permanent,
-            user=self._user_of(encoded, session),
-            client=self._client_of(session),
-        )
-
     def _announce(self, app: Flask, session: ServerSession, handle: str) -> None:
         old = session._regenerated_from
         if old is None:
@@ -454,80 +398,3 @@ class SatchelSessionInterface(SessionInterface):
         else:
             signals.session_regenerated.send(app, handle=handle, old_handle=old)
             session._regenerated_from = None
-
-    def _change(
-        self,
-        app: Flask,
-        session: ServerSession,
-        now: float | None,
-        delta: tuple[dict[str, bytes], list[str]] | None = None,
-    ) -> Change:
-        """What the request changed, as a ``Change`` for the store.
-
-        ``now`` set means the refresh interval has passed: the expiry moves
-        (when the request changed something or the app refreshes on every
-        request), and tracked client details are updated if they differ.
-        """
-        record = session._record
-        assert record is not None
-        changed, removed = session._delta() if delta is None else delta
-        if now is not None and not (changed or removed or session._permanent_changed or self._refresh_on_read(app)):
-            now = None  # activity alone does not extend the session
-        client = None
-        if now is not None:
-            client = self._client_of(session)
-            if client == record.client:
-                client = None
-        user_key = self.settings.user_key
-        return Change(
-            set=changed,
-            removed=removed,
-            last_seen=record.last_seen if now is None else now,
-            expires_at=record.expires_at if now is None else self._deadline(app, record.created_at, now),
-            permanent=session._permanent,
-            user_changed=user_key in changed or user_key in removed,
-            user=self._user_of(changed, session),
-            client=client,
-        )
-
-    @staticmethod
-    def _refresh_on_read(app: Flask) -> bool:
-        return bool(app.config["SESSION_REFRESH_EACH_REQUEST"])
-
-    def _user_of(self, encoded: t.Mapping[str, bytes], session: ServerSession) -> str | None:
-        key = self.settings.user_key
-        if key not in encoded:
-            return None
-        user = session._peek(key)
-        return None if user is None else str(user)  # None: its stored bytes were unreadable, and dropped
-
-    def _client_of(self, session: ServerSession) -> dict[str, str] | None:
-        """The ip and user agent for session lists, when ``SESSION_TRACK_CLIENT`` is on.
-
-        ``remote_addr`` is what Werkzeug's ``ProxyFix`` rewrites, so behind a
-        proxy configured with it this is the client's address.
-        """
-        request = session._request
-        if not self.settings.track_client or request is None:
-            return None
-        return {"ip": request.remote_addr or "", "user_agent": request.user_agent.string[:256]}
-
-
-def _idle_seconds(app: Flask) -> float:
-    """``PERMANENT_SESSION_LIFETIME`` in seconds, read from the config on each request as Flask does.
-
-    The conversion is remembered for the value it was made from (timedeltas
-    and numbers are immutable, so the same object means the same seconds);
-    it cost more than the rest of the expiry check.
-    """
-    global _idle_memo
-    lifetime = app.config["PERMANENT_SESSION_LIFETIME"]
-    memo = _idle_memo
-    if memo[0] is lifetime:
-        return memo[1]
-    seconds = lifetime.total_seconds() if isinstance(lifetime, dt.timedelta) else float(lifetime)
-    _idle_memo = (lifetime, seconds)
-    return seconds
-
-
-_idle_memo: tuple[object, float] = (object(), 0.0)

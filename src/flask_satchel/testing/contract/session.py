@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 import time
@@ -223,11 +222,12 @@ class SessionContract:
         clock[0] += 31 * 60
         assert client.get("/get/a").text == "None"
 
-    def test_absolute_timeout(self, app: Flask, clock: list[float]) -> None:
+    def test_absolute_timeout(self, config: dict[str, t.Any], tmp_path: t.Any) -> None:
         """An active session still ends SESSION_ABSOLUTE_LIFETIME after it was created."""
+        app = self.make_app({**config, "SESSION_ABSOLUTE_LIFETIME": 3600}, tmp_path / "absolute")
         app.permanent_session_lifetime = dt.timedelta(minutes=30)
-        interface = t.cast(SatchelSessionInterface, app.session_interface)
-        interface.settings = dataclasses.replace(interface.settings, absolute_lifetime=3600.0)
+        clock = [time.time()]
+        t.cast(SatchelSessionInterface, app.session_interface).now = lambda: clock[0]
         client = app.test_client()
         client.get("/set/a/1")
         for _ in range(5):
@@ -236,6 +236,7 @@ class SessionContract:
             assert client.get("/get/a").text == "'1'"
         clock[0] += 11 * 60
         assert client.get("/get/a").text == "None"
+        app.extensions["satchel"].store.close()
 
     # 6. Cheap requests ----------------------------------------------------------
 
