@@ -23,7 +23,7 @@ import uuid
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import ServerProcess, add_value_views, require
+from conftest import ServerProcess, require, value_app
 from flask import Flask, session
 from pymemcache.client.base import Client, PooledClient
 from pymemcache.client.hash import HashClient
@@ -456,14 +456,8 @@ def test_one_key_change_takes_milliseconds(memcached: MemcachedServer) -> None:
 
 
 def _app(server: MemcachedServer | str, **config: t.Any) -> Flask:
-    app = Flask(__name__)
     url = server if isinstance(server, str) else f"memcached://{server.address}"
-    app.config.update(SESSION_URL=url, SESSION_KEY_PREFIX=_prefix(), SESSION_STORE_TIMEOUT=0.5, **config)
-    Session(app)
-
-    add_value_views(app)
-
-    return app
+    return value_app(SESSION_URL=url, SESSION_KEY_PREFIX=_prefix(), SESSION_STORE_TIMEOUT=0.5, **config)
 
 
 def _close(app: Flask) -> None:
