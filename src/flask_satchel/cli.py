@@ -26,6 +26,7 @@ from flask.cli import AppGroup
 from . import settings as _settings
 from .errors import SatchelError
 from .stores import open_store
+from .stores.base import HasSchema
 
 if t.TYPE_CHECKING:
     from .manager import Progress, SessionInfo, SessionManager, Stats
@@ -394,8 +395,7 @@ def migrate_command(url: str, prune: bool, as_json: bool) -> None:
 def create_table_command(as_json: bool) -> None:
     """Create the session table (sqlalchemy store) if it is missing."""
     store = _manager().store
-    create_table = getattr(store, "create_table", None)
-    if create_table is None:
+    if not isinstance(store, HasSchema):
         raise click.ClickException(f"{type(store).__name__} has no table to create; only the sqlalchemy store does.")
-    create_table()
+    store.create_table()
     click.echo(json.dumps({"ready": True}) if as_json else "The session table is ready.")

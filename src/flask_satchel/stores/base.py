@@ -225,3 +225,11 @@ class RevokesByUser(t.Protocol):
 
     def revoke_user(self, user: str, keep: str | None, now: float, lifetime: float) -> None:
         """Refuse every session of ``user`` issued before ``now``, except ``keep``; the mark lasts ``lifetime``."""
+
+
+@t.runtime_checkable
+class HasSchema(t.Protocol):
+    """A store that keeps its records in a table it can create (``flask session create-table``)."""
+
+    def create_table(self) -> None:
+        """Create the store's table and indexes if they are missing."""
