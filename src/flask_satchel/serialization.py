@@ -242,7 +242,7 @@ _decode = msgspec.msgpack.Decoder(ext_hook=_ext_hook).decode
 #: decoder itself, not a function around it: the session calls it for each
 #: value a view reads, and checks the depth of long values itself.
 decode_unchecked: t.Callable[[bytes], t.Any] = _decode
-#: Builds the tuple itself, with no list in between (a tenth of decoding a list of tuples).
+#: Builds the tuple itself, with no list to build and copy in between.
 _decode_tuple = msgspec.msgpack.Decoder(tuple, ext_hook=_ext_hook).decode
 
 _CONTAINERS = frozenset({list, dict, tuple})
