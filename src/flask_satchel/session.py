@@ -310,6 +310,6 @@ class ServerSession(TrackedDict, SessionMixin):
             self._pending.difference_update(new)
         super().update(new)
 
-    def __ior__(self, other: SupportsKeysAndGetItem[str, t.Any]) -> t.Self:  # type: ignore[override,misc]
+    def __ior__(self, other: SupportsKeysAndGetItem[str, t.Any]) -> ServerSession:  # type: ignore[override,misc]
         self.update(other)
         return self
