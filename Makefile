@@ -45,6 +45,7 @@ lint: venv
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy
+	$(BIN)/mypy --strict tests/typing
 
 test: venv services lint
 	$(BIN)/pytest $(ARGS)

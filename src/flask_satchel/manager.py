@@ -51,8 +51,12 @@ class SessionInfo:
     permanent: bool
     ip: str | None = None
     user_agent: str | None = None
-    #: The names of the session's keys, never their values (which may be secrets);
-    #: filled in by :meth:`SessionManager.info` only, None in listings.
+    #: The names of the keys the session holds, sorted, and never their values
+    #: (which may be secrets): what ``flask session show`` prints. Only
+    #: :meth:`SessionManager.info` fills it in; in listings (``sessions()``,
+    #: ``sessions_of()``) it is None, not an empty tuple, because a store lists
+    #: sessions from their metadata without reading their data. ``()`` is a
+    #: session that holds no keys.
     keys: tuple[str, ...] | None = None
 
     @classmethod
