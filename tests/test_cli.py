@@ -76,7 +76,7 @@ def test_count_list_revoke(app: Flask) -> None:
     assert "No session with handle" in result.output
 
     result = runner.invoke(args=["session", "revoke-user", "ann", "--keep", handles[0]])
-    assert result.output.strip() == "Revoked 1 sessions of ann."
+    assert result.output.strip() == "Revoked 1 session of ann."
     assert [r["handle"] for r in json.loads(runner.invoke(args=["session", "list", "--json"]).output)] == [handles[0]]
 
 
@@ -188,11 +188,33 @@ def test_show_never_prints_values(app: Flask) -> None:
 
 def test_show_unknown_handle_is_an_error(app: Flask) -> None:
     """show of a handle that names no live session is one error line and exit code 1."""
+    result = app.test_cli_runner().invoke(args=["session", "show", "0" * 32])
+    assert result.exit_code == 1
+    assert result.output.strip() == f"Error: No session with handle {'0' * 32!r}."
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_a_cookie_given_for_a_handle_is_explained(tmp_path: t.Any, signed: bool) -> None:
+    """show, revoke and revoke-user --keep given the cookie say a handle is not the cookie, and where to find it."""
+    app = _site(tmp_path, SESSION_TYPE="sqlite", SESSION_USE_SIGNER=signed)
+    client = app.test_client()
+    handle = client.get("/login/ann").text
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    assert ("." in cookie.value) is signed
     runner = app.test_cli_runner()
-    for handle in ("0" * 32, "not-a-handle"):
-        result = runner.invoke(args=["session", "show", handle])
-        assert result.exit_code == 1
-        assert result.output.strip() == f"Error: No session with handle {handle!r}."
+    for args in (["show", cookie.value], ["revoke", cookie.value], ["revoke-user", "ann", "--keep", cookie.value]):
+        result = runner.invoke(args=["session", *args])
+        assert result.exit_code == 1, args
+        assert result.stdout == ""
+        message = result.stderr.strip()
+        assert message.startswith("Error: Not a session handle"), args
+        assert "not the session cookie's value" in message
+        assert cookie.value not in message  # a sid is a secret: errors end up in logs
+        assert "flask session list" in message
+    # Nothing was ended by the mistake, not even by the --keep that named no session.
+    assert [info["handle"] for info in _json(app, "list")] == [handle]
+    app.extensions["satchel"].store.close()
 
 
 def test_show_leaves_out_expired_sessions(app: Flask, clock: list[float]) -> None:
@@ -298,6 +320,108 @@ def test_cleanup_reports_what_it_removed(app: Flask, clock: list[float]) -> None
     assert sorted(r["user"] for r in _json(app, "list")) == ["u2", "u3", "u4"]
     clock[0] += 3600
     assert _json(app, "cleanup") == {"removed": 3}
+
+
+def test_counts_read_singular_or_plural(tmp_path: t.Any) -> None:
+    """Messages say "1 session" and "2 sessions", never "1 sessions"."""
+    now = [T0]
+    app = _site(tmp_path, SESSION_TYPE="sqlite", PERMANENT_SESSION_LIFETIME=3600)
+    app.extensions["satchel"].interface.now = lambda: now[0]
+    runner = app.test_cli_runner()
+    client = app.test_client()
+    client.get("/login/ann")
+    now[0] += 7200
+    assert runner.invoke(args=["session", "cleanup"]).output == "Removed 1 expired session.\n"
+    assert runner.invoke(args=["session", "cleanup"]).output == "Removed 0 expired sessions.\n"
+
+    for _ in range(3):
+        app.test_client().get("/login/bob")
+    target = f"sqlite:///{tmp_path}/moved.sqlite3"
+    copied = runner.invoke(args=["session", "migrate", "--to", target]).output
+    assert copied.startswith(f"Copied 3 of 3 live sessions to {target} ")
+    assert runner.invoke(args=["session", "revoke-user", "bob"]).output == "Revoked 3 sessions of bob.\n"
+    keep = app.test_client().get("/login/cy").text
+    app.test_client().get("/login/cy")
+    only = runner.invoke(args=["session", "revoke-user", "cy", "--keep", keep]).output
+    assert only == "Revoked 1 session of cy.\n"
+    lines = runner.invoke(args=["session", "migrate", "--to", target, "--prune"]).output.splitlines()
+    assert lines[0].startswith(f"Copied 1 of 1 live session to {target} ")
+    assert lines[1] == "Removed 3 sessions from the target (ended here since an earlier copy)."
+    runner.invoke(args=["session", "revoke", keep])
+    app.test_client().get("/login/dee")
+    lines = runner.invoke(args=["session", "migrate", "--to", target, "--prune"]).output.splitlines()
+    assert lines[1] == "Removed 1 session from the target (ended here since an earlier copy)."
+    app.extensions["satchel"].store.close()
+
+
+def test_revoke_user_on_the_cookie_store_does_not_claim_a_count(tmp_path: t.Any) -> None:
+    """revoke-user on the cookie store, which cannot count browsers' cookies, says it ended every one, not "0"."""
+    pytest.importorskip("cryptography")
+    app = _site(
+        tmp_path, SESSION_TYPE="cookie", SESSION_COOKIE_REVOCATION_URL=f"sqlite:///{tmp_path}/revocations.sqlite3"
+    )
+    browser = app.test_client()
+    browser.get("/login/ann")
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["session", "revoke-user", "ann"])
+    assert result.output == "Revoked every session of ann (the cookie store cannot count them).\n"
+    assert _json(app, "revoke-user", "ann") == {"user": "ann", "revoked": None, "kept": None}
+    assert browser.get("/whoami").text == "- -"
+
+
+def test_errors_are_json_under_json(app: Flask) -> None:
+    """Under --json a failure prints {"error": …} on stderr and nothing on stdout, with a non-zero exit code."""
+    store = app.extensions["satchel"].store
+
+    def cannot(now: float) -> int:
+        raise NotSupported("this store cannot count its sessions")
+
+    store.count = cannot
+    runner = app.test_cli_runner()
+    failures = {
+        ("count",): "NotSupported: this store cannot count its sessions",
+        ("show", "0" * 32): f"No session with handle {'0' * 32!r}.",
+        ("revoke", "0" * 32): f"No session with handle {'0' * 32!r}.",
+        ("create-table",): "MemoryStore has no table to create; only the sqlalchemy store does.",
+        ("migrate", "--to", "ftp://example.org/x"): "ConfigError: SESSION_URL: unknown scheme 'ftp'",
+    }
+    for args, message in failures.items():
+        if args == ("create-table",) and type(store).__name__ != "MemoryStore":
+            message = message.replace("MemoryStore", type(store).__name__)
+        as_text = runner.invoke(args=["session", *args])
+        assert as_text.exit_code == 1
+        assert as_text.stderr.startswith(f"Error: {message}"), args
+        as_json = runner.invoke(args=["session", *args, "--json"])
+        assert as_json.exit_code == 1, args
+        assert as_json.stdout == "", args
+        assert len(as_json.stderr.splitlines()) == 1, args
+        assert json.loads(as_json.stderr)["error"].startswith(message), args
+        assert list(json.loads(as_json.stderr)) == ["error"]
+    # A command line click cannot parse (here: HANDLE is missing) is JSON too, with click's exit code 2.
+    missing = runner.invoke(args=["session", "show", "--json"])
+    assert missing.exit_code == 2
+    assert missing.stdout == ""
+    assert "HANDLE" in json.loads(missing.stderr)["error"]
+    assert runner.invoke(args=["session", "show"]).stderr.startswith("Usage:")
+
+
+def test_list_shows_ip_and_user_agent_when_tracked(tmp_path: t.Any) -> None:
+    """With SESSION_TRACK_CLIENT, list adds each session's ip and user agent (shortened; show has it whole)."""
+    agent = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
+    app = _site(tmp_path, SESSION_TYPE="sqlite", SESSION_TRACK_CLIENT=True)
+    handle = (
+        app.test_client()
+        .get("/login/ann", headers={"User-Agent": agent}, environ_base={"REMOTE_ADDR": "192.0.2.7"})
+        .text
+    )
+    lines = app.test_cli_runner().invoke(args=["session", "list"]).output.splitlines()
+    assert lines[0].split() == ["handle", "user", "created_at", "last_seen", "expires_at", "ip", "user_agent"]
+    assert lines[1].startswith(handle)
+    assert lines[1].index("192.0.2.7") == lines[0].index("ip")
+    shown = lines[1][lines[0].index("user_agent") :]
+    assert shown == agent[:49] + "…"
+    assert f"user agent  {agent}" in app.test_cli_runner().invoke(args=["session", "show", handle]).output
+    app.extensions["satchel"].store.close()
 
 
 # migrate -----------------------------------------------------------------------------------

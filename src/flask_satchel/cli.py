@@ -1,12 +1,20 @@
 """``flask session …``: manage an app's sessions from the command line.
 
 Every command works on every store; where a store cannot answer honestly
-(counting memcached's keys, say) the command says so on one ``Error: …``
-line and exits with code 1. Output is for people by default (aligned
-columns, times in UTC such as ``2026-11-22 08:01 UTC``, ages such as
-``3 h ago``); ``--json`` gives scripts stable field names and ISO 8601 times
-instead. Failures are the same in both modes: an ``Error: …`` line on stderr
-and exit code 1.
+(counting memcached's keys, say) the command says so and exits with code 1.
+Output is for people by default (aligned columns, times in UTC such as
+``2026-11-22 08:01 UTC``, ages such as ``3 h ago``); ``--json`` gives scripts
+stable field names and ISO 8601 times instead.
+
+A failure prints nothing on stdout and one line on stderr: ``Error: …`` for
+people, or under ``--json`` a JSON object ``{"error": "…"}`` holding the
+same message, so a script that parses what a command prints never mistakes
+an error for a result. The exit code is 1 (2 for a command line click cannot
+parse, such as a missing argument).
+
+Commands that take a session take its *handle*: the 32 hex digits ``list``
+prints and an app reads as ``session.handle``. A handle is not the session
+cookie's value, and the cookie's value is not accepted in its place.
 """
 
 from __future__ import annotations
@@ -25,14 +33,13 @@ from flask.cli import AppGroup
 
 from . import settings as _settings
 from .errors import SatchelError
+from .manager import _HANDLE
 from .stores import open_store
-from .stores.base import HasSchema
+from .stores.base import HasSchema, RevokesByUser
 
 if t.TYPE_CHECKING:
     from .manager import Progress, SessionInfo, SessionManager, Stats
     from .stores.base import Store
-
-session_cli = AppGroup("session", help="Manage Flask-Satchel sessions.")
 
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
 
@@ -58,17 +65,74 @@ def _manager() -> SessionManager:
         raise click.ClickException("Flask-Satchel is not installed on this app; call Session(app)") from None
 
 
+class JsonError(click.ClickException):
+    """A failure under ``--json``: ``{"error": message}`` on stderr instead of ``Error: message``."""
+
+    def show(self, file: t.IO[t.Any] | None = None) -> None:
+        click.echo(json.dumps({"error": self.format_message()}), file=file, err=file is None)
+
+
+class JsonUsageError(click.UsageError):
+    """A command line that cannot be parsed, under ``--json``: the usage text would not be JSON."""
+
+    def show(self, file: t.IO[t.Any] | None = None) -> None:
+        click.echo(json.dumps({"error": self.format_message()}), file=file, err=file is None)
+
+
+class _Command(click.Command):
+    """A command whose usage errors are JSON when ``--json`` is on the command line."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        as_json = "--json" in args
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as e:
+            if not as_json or isinstance(e, JsonUsageError):
+                raise
+            raise JsonUsageError(e.format_message(), e.ctx) from None
+
+
+session_cli = AppGroup("session", help="Manage Flask-Satchel sessions.")
+session_cli.command_class = _Command
+
+
 def _friendly(f: F) -> F:
-    """Report Flask-Satchel's errors as a one-line message, not a traceback."""
+    """Report failures as one line, ``Error: …`` or under ``--json`` ``{"error": …}``, never a traceback."""
 
     @functools.wraps(f)
     def wrapper(*args: t.Any, **kwargs: t.Any) -> t.Any:
         try:
-            return f(*args, **kwargs)
-        except SatchelError as e:
-            raise click.ClickException(f"{type(e).__name__}: {e}") from None
+            try:
+                return f(*args, **kwargs)
+            except SatchelError as e:
+                raise click.ClickException(f"{type(e).__name__}: {e}") from None
+        except click.ClickException as e:
+            if kwargs.get("as_json") and not isinstance(e, JsonError):
+                raise JsonError(e.format_message()) from None
+            raise
 
     return t.cast(F, wrapper)
+
+
+def _plural(count: int, noun: str) -> str:
+    """``1 session``, ``2 sessions``, ``0 sessions``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _handle(value: str) -> str:
+    """``value`` if it has the shape of a handle; otherwise an error that says what a handle is and where to find one.
+
+    People paste the session cookie (or a sid from a log) where a handle
+    belongs; "no session with handle …" alone does not tell them why.
+    """
+    if _HANDLE.fullmatch(value):
+        return value
+    # The value is not repeated: it may well be a secret session id, and stderr ends up in logs.
+    raise click.ClickException(
+        "Not a session handle (that is 32 hex digits). A handle is the public id of a session, not the"
+        " session cookie's value: find it with `flask session list` (--user USER for one user's sessions),"
+        " or in the app as session.handle."
+    )
 
 
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
@@ -90,6 +154,10 @@ def _clean(text: str | None) -> str:
     if not text:
         return "-"
     return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+#: How much of a user agent ``list`` prints, so that a row fits a terminal line.
+_AGENT_WIDTH = 50
 
 
 def _when(moment: dt.datetime) -> str:
@@ -119,6 +187,11 @@ def _table(header: t.Sequence[str] | None, rows: t.Sequence[t.Sequence[str]]) ->
     widths = [max(len(cell) for cell in column) for column in zip(*lines, strict=True)]
     for line in lines:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+
+
+def _short(text: str, width: int = _AGENT_WIDTH) -> str:
+    """``text`` cut to ``width`` characters, ending in ``…`` when it was cut (``show`` prints it whole)."""
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _iso(moment: dt.datetime | None) -> str | None:
@@ -193,7 +266,7 @@ def cleanup_command(as_json: bool) -> None:
     if as_json:
         _echo_json({"removed": removed})
     else:
-        click.echo(f"Removed {removed} expired sessions.")
+        click.echo(f"Removed {_plural(removed, 'expired session')}.")
 
 
 @session_cli.command("count")
@@ -220,13 +293,17 @@ def list_command(user: str | None, as_json: bool) -> None:
         click.echo("No sessions.")
         return
     now = manager.now()
-    _table(
-        ("handle", "user", "created_at", "last_seen", "expires_at"),
-        [
-            (info.handle, _clean(info.user), _when(info.created_at), _ago(info.last_seen, now), _when(info.expires_at))
-            for info in infos
-        ],
-    )
+    header: tuple[str, ...] = ("handle", "user", "created_at", "last_seen", "expires_at")
+    rows: list[tuple[str, ...]] = [
+        (info.handle, _clean(info.user), _when(info.created_at), _ago(info.last_seen, now), _when(info.expires_at))
+        for info in infos
+    ]
+    # Where the app tracks clients (or did, when these sessions were made), the
+    # ip and user agent are what tells a person which device a session is.
+    if manager.settings.track_client or any(info.ip or info.user_agent for info in infos):
+        header += ("ip", "user_agent")
+        rows = [(*row, _clean(info.ip), _short(_clean(info.user_agent))) for row, info in zip(rows, infos, strict=True)]
+    _table(header, rows)
 
 
 @session_cli.command("show")
@@ -236,7 +313,7 @@ def list_command(user: str | None, as_json: bool) -> None:
 def show_command(handle: str, as_json: bool) -> None:
     """Show one session's metadata and the names of its keys (never their values)."""
     manager = _manager()
-    info = manager.info(handle)
+    info = manager.info(_handle(handle))
     if info is None:
         raise click.ClickException(f"No session with handle {handle!r}.")
     if as_json:
@@ -305,7 +382,7 @@ def stats_command(top: int, as_json: bool) -> None:
 @_friendly
 def revoke_command(handle: str, as_json: bool) -> None:
     """End the session with this HANDLE."""
-    if not _manager().revoke(handle):
+    if not _manager().revoke(_handle(handle)):
         raise click.ClickException(f"No session with handle {handle!r}.")
     click.echo(json.dumps({"handle": handle, "revoked": True}) if as_json else f"Revoked {handle}.")
 
@@ -317,11 +394,19 @@ def revoke_command(handle: str, as_json: bool) -> None:
 @_friendly
 def revoke_user_command(user: str, keep: str | None, as_json: bool) -> None:
     """End every session of USER."""
-    revoked = _manager().revoke_user(user, keep=keep)
+    if keep is not None:
+        # A mistyped --keep must not end the very session it was meant to keep.
+        _handle(keep)
+    manager = _manager()
+    revoked = manager.revoke_user(user, keep=keep)
+    # The cookie store ends a user's sessions by date, in browsers it cannot count.
+    counted = not isinstance(manager.store, RevokesByUser)
     if as_json:
-        _echo_json({"user": user, "revoked": revoked, "kept": keep})
+        _echo_json({"user": user, "revoked": revoked if counted else None, "kept": keep})
+    elif counted:
+        click.echo(f"Revoked {_plural(revoked, 'session')} of {user}.")
     else:
-        click.echo(f"Revoked {revoked} sessions of {user}.")
+        click.echo(f"Revoked every session of {user} (the cookie store cannot count them).")
 
 
 def _open_target(url: str) -> Store:
@@ -382,10 +467,11 @@ def migrate_command(url: str, prune: bool, as_json: bool) -> None:
         )
         return
     click.echo(
-        f"Copied {written} of {totals[0]} live sessions to {where} ({totals[0] - written} skipped: unchanged or ended)."
+        f"Copied {written} of {_plural(totals[0], 'live session')} to {where}"
+        f" ({totals[0] - written} skipped: unchanged or ended)."
     )
     if pruned is not None:
-        click.echo(f"Removed {pruned} sessions from the target that have ended here.")
+        click.echo(f"Removed {_plural(pruned, 'session')} from the target (ended here since an earlier copy).")
     click.echo(f"Next: set SESSION_URL = {where!r} and restart the app.")
 
 
