@@ -45,7 +45,7 @@ lint: venv
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy
-	$(BIN)/mypy --strict tests/typing
+	$(BIN)/mypy --strict tests/typing examples/demo/app.py
 
 test: venv services lint
 	$(BIN)/pytest $(ARGS)

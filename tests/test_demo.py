@@ -208,3 +208,100 @@ def test_token_from_another_session_is_refused(app: Flask) -> None:
 def test_sessions_page_names_devices(demo: t.Any, user_agent: str | None, shown: str) -> None:
     """The sessions page shows "Browser on System" instead of a raw user agent."""
     assert demo.device(user_agent) == shown
+
+
+# Signed out elsewhere ------------------------------------------------------------------------
+
+SIGNED_OUT = "You were signed out from another device."
+ENDED = "You were signed out: your session ended. Please log in again."
+
+
+def handle_of(client: FlaskClient) -> str:
+    """This browser's session handle, as its sessions page marks it."""
+    row = client.get("/sessions").text.split('class="current"', 1)[1]
+    match = re.search(r'name="handle" value="([0-9a-f]+)"', row)
+    assert match is not None
+    return match.group(1)
+
+
+def test_revoked_browser_is_told_it_was_signed_out(app: Flask) -> None:
+    """A browser whose session was logged out from another device says so, once, above "You are not logged in"."""
+    laptop, phone = app.test_client(), app.test_client()
+    login(laptop, "alice")
+    login(phone, "alice")
+    laptop.post("/sessions/revoke", data={"handle": handle_of(phone), "csrf_token": token(laptop, "/sessions")})
+    page = phone.get("/").text
+    assert SIGNED_OUT in page
+    assert "You are not logged in" in page
+    assert SIGNED_OUT not in phone.get("/").text
+    assert "Logged in as alice" in laptop.get("/").text
+
+
+def test_log_out_others_tells_each_other_browser(app: Flask) -> None:
+    """After "log out all other sessions", every other browser is told it was signed out from another device."""
+    keeper, *others = [app.test_client() for _ in range(3)]
+    for client in (keeper, *others):
+        login(client, "alice")
+    keeper.post("/sessions/revoke-others", data={"csrf_token": token(keeper, "/sessions")})
+    for other in others:
+        assert SIGNED_OUT in other.get("/cart").text
+    assert SIGNED_OUT not in keeper.get("/").text
+
+
+def test_no_notice_without_a_revocation(app: Flask) -> None:
+    """A visitor who never logged in, or who logged out here, sees no signed-out notice."""
+    visitor = app.test_client()
+    assert "signed out" not in visitor.get("/").text
+    client = app.test_client()
+    login(client, "alice")
+    client.post("/logout", data={"csrf_token": token(client, "/")})
+    assert "signed out" not in client.get("/").text
+    login(client, "alice")
+    client.post("/sessions/revoke", data={"handle": handle_of(client), "csrf_token": token(client, "/sessions")})
+    assert "signed out" not in client.get("/").text
+
+
+def test_session_ended_elsewhere_gets_the_plain_notice(app: Flask, tmp_path: Path, demo: t.Any) -> None:
+    """A session ended where this app did not see it (another process on the same store) is "your session ended"."""
+    client = app.test_client()
+    login(client, "alice")
+    other = demo.create_app({"TESTING": True, "SESSION_URL": f"sqlite:///{tmp_path}/sessions.sqlite3"})
+    try:
+        assert other.extensions["satchel"].revoke_user("alice") == 1
+    finally:
+        other.extensions["satchel"].store.close()
+    page = client.get("/").text
+    assert ENDED in page
+    assert SIGNED_OUT not in page
+
+
+def test_stale_form_after_revocation_gets_the_demos_page(app: Flask) -> None:
+    """A form sent from a page of a revoked session gets the demo's styled page saying why, not Werkzeug's."""
+    laptop, phone = app.test_client(), app.test_client()
+    login(laptop, "alice")
+    login(phone, "alice")
+    stale = token(phone, "/cart")
+    laptop.post("/sessions/revoke-others", data={"csrf_token": token(laptop, "/sessions")})
+    response = phone.post("/cart/add", data={"item": "pears", "csrf_token": stale})
+    assert response.status_code == 400
+    assert response.content_type == "text/html; charset=utf-8"
+    page = response.text
+    assert "<h1>This form has expired</h1>" in page
+    assert SIGNED_OUT in page
+    assert "demo.css" in page
+    assert "Satchel demo" in page
+    assert "Bad Request</title>" not in page
+    assert cart_items(phone) == []
+
+
+def test_http_errors_use_the_demos_page(app: Flask) -> None:
+    """A 404 and a 405 are the demo's styled page too, with their status (and the 405's Allow header)."""
+    client = app.test_client()
+    missing = client.get("/no-such-page")
+    assert missing.status_code == 404
+    assert "<h1>404 Not Found</h1>" in missing.text
+    assert "demo.css" in missing.text
+    wrong = client.get("/logout")
+    assert wrong.status_code == 405
+    assert "POST" in wrong.headers["Allow"]
+    assert "demo.css" in wrong.text

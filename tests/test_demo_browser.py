@@ -37,17 +37,23 @@ def base_url(tmp_path: Path, demo: t.Any) -> t.Iterator[str]:
 
 
 @pytest.fixture
-def page(need: t.Callable[[bool, str], None]) -> t.Iterator[t.Any]:
+def browser(need: t.Callable[[bool, str], None]) -> t.Iterator[t.Any]:
+    """Headless Chromium; each ``browser.new_context()`` is a separate device, with its own cookies."""
     need(os.access(CHROMIUM, os.X_OK), f"{CHROMIUM} is missing: apt-get install chromium")
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            context = browser.new_context()
-            yield context.new_page()
-            context.close()
+            yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture
+def page(browser: t.Any) -> t.Iterator[t.Any]:
+    context = browser.new_context()
+    yield context.new_page()
+    context.close()
 
 
 def test_login_cart_sessions_logout(base_url: str, page: t.Any) -> None:
@@ -81,3 +87,34 @@ def test_login_cart_sessions_logout(base_url: str, page: t.Any) -> None:
     expect(page.locator("h1")).to_have_text("You are not logged in")
     expect(page.locator("main").get_by_role("link", name="Log in")).to_be_visible()
     assert "session" not in {cookie["name"] for cookie in page.context.cookies()}
+
+
+def test_revoked_device_is_told_and_its_stale_form_gets_a_page(base_url: str, browser: t.Any) -> None:
+    """A device logged out from another one says so on its next page, and its stale form gets the demo's page."""
+    from playwright.sync_api import expect
+
+    laptop, phone = (browser.new_context().new_page() for _ in range(2))
+    for page in (laptop, phone):
+        page.goto(base_url + "/login")
+        page.get_by_label("Name").fill("Ada")
+        page.get_by_role("button", name="Log in").click()
+        expect(page.locator("h1")).to_have_text("Logged in as Ada")
+    phone.get_by_role("link", name="Cart", exact=True).click()
+
+    laptop.get_by_role("link", name="Your sessions").click()
+    expect(laptop.locator("tbody tr")).to_have_count(2)
+    laptop.get_by_role("button", name="Log out all other sessions").click()
+    expect(laptop.locator(".flash").first).to_have_text("Logged out 1 other session.")
+
+    # The phone still shows the cart page of its ended session: its form is stale.
+    phone.get_by_label("Item").fill("pears")
+    phone.get_by_role("button", name="Add to cart").click()
+    expect(phone.locator("h1")).to_have_text("This form has expired")
+    expect(phone.locator(".flash.signed-out")).to_have_text("You were signed out from another device.")
+    assert phone.locator("link[rel=stylesheet]").count() == 1
+
+    phone.goto(base_url + "/")
+    expect(phone.locator("h1")).to_have_text("You are not logged in")
+    expect(phone.locator(".flash")).to_have_count(0)
+    for page in (laptop, phone):
+        page.context.close()
