@@ -378,7 +378,7 @@ def test_listing_prunes_the_index(memcached: MemcachedServer) -> None:
             store.create(key, _record(now + DAY, user="ann"))
         assert raw.delete(settings.key_prefix + "l" * 32)  # ended without a word to the index
         other.delete("m" * 32)  # ended through the store: a "-" line
-        index = store._index_key("ann", store._period(now))
+        index = store._index.key("ann", store._index.period(now))
         assert raw.get(index).count(b"\n") == 4
         assert [k for k, _ in store.sessions(now, "ann")] == ["n" * 32]
         assert raw.get(index) == b"+" + b"n" * 32 + b"\n"
@@ -401,7 +401,7 @@ def test_full_index_is_pruned_to_make_room(memcached: MemcachedServer) -> None:
     try:
         now = time.time()
         store.create("o" * 32, _record(now + DAY, user="ann"))
-        index = store._index_key("ann", store._period(now))
+        index = store._index.key("ann", store._index.period(now))
         for lines in (3000, 30, 1):  # fill it to the last byte memcached takes
             chunk = b"".join(b"+%032x\n" % i for i in range(lines))
             while raw.append(index, chunk):

@@ -25,6 +25,7 @@ import typing as t
 
 from pymemcache.exceptions import MemcacheError
 
+from ..stores.memcached.limits import GONE
 from . import BaseImporter, Taken
 
 if t.TYPE_CHECKING:
@@ -33,9 +34,6 @@ if t.TYPE_CHECKING:
     from ..settings import Settings
     from ..stores.base import Store
     from ..stores.memcached import MemcachedStore
-
-#: An expiry in the past: memcached drops the item at once.
-_GONE = -1
 
 
 def _remaining(answer: bytes) -> int | None:
@@ -60,17 +58,16 @@ class MemcachedImporter(BaseImporter):
 
     def take_record(self, store_id: str, now: float, lifetime: float) -> Taken | None:
         # The store's own route to the server of this key; see the module docstring.
-        server = self._store._server(store_id)
-        value, cas = server.call("gets", store_id)
+        value, cas = self._store.call(store_id, "gets", store_id)
         if not value:  # Flask-Session, too, reads an empty value as no session
             return None
         try:
-            left = _remaining(server.call("raw_command", f"mg {store_id} t", "\r\n"))
+            left = _remaining(self._store.call(store_id, "raw_command", f"mg {store_id} t", "\r\n"))
         except (MemcacheError, ValueError):  # no meta commands: an old server
             left = -1
         if left is None:
             return None  # gone since the gets
-        if not server.call("cas", store_id, b"", cas, expire=_GONE, noreply=False):
+        if not self._store.call(store_id, "cas", store_id, b"", cas, expire=GONE, noreply=False):
             return None  # changed or taken since the gets: another request imports it
         expires_at = now + lifetime if left < 0 else now + left - 1
         return Taken(value, expires_at)
