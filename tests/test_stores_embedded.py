@@ -13,9 +13,8 @@ import typing as t
 import pytest
 
 from flask_satchel.errors import StoreUnavailable
-from flask_satchel.stores import filesystem
 from flask_satchel.stores.base import Change, Record
-from flask_satchel.stores.filesystem import FileSystemStore
+from flask_satchel.stores.filesystem import FileSystemStore, files
 from flask_satchel.stores.memory import MemoryStore
 from flask_satchel.stores.sqlite import SQLiteStore
 from flask_satchel.testing.contract import AppContract, StoreContract
@@ -141,7 +140,7 @@ def test_filesystem_change_replaces_the_file(tmp_path: t.Any) -> None:
     record = store.load(key)
     assert record is not None
     assert record.data == {"b": b"2"}
-    assert os.stat(path).st_size == len(filesystem._frame(record)) < 500
+    assert os.stat(path).st_size == len(files.frame(record)) < 500
     assert os.stat(path).st_mtime == pytest.approx(now + 7200, abs=1e-3)
     assert os.listdir(os.path.dirname(path)) == [key]  # no temporary file left
 

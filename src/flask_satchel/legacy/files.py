@@ -39,12 +39,13 @@ import stat
 import struct
 import typing as t
 
-from ..errors import StoreUnavailable
+from ..stores.filesystem.files import unavailable
 from . import BaseImporter, Taken, Unreadable
 
 if t.TYPE_CHECKING:
     from flask import Flask
 
+    from ..errors import StoreUnavailable
     from ..settings import Settings
 
 #: cachelib's expiry header: an unsigned int, native byte order and size ("I").
@@ -87,8 +88,7 @@ def _names(store_id: str) -> tuple[str, str]:
 
 
 def _unavailable(e: OSError, path: str) -> StoreUnavailable:
-    code = errno.errorcode.get(e.errno or 0, str(e.errno))
-    return StoreUnavailable(f"Flask-Session file {e.filename or path!r}: {code} ({e.strerror})")
+    return unavailable(e, path, "Flask-Session file")
 
 
 class FileImporter(BaseImporter):
