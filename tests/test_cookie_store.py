@@ -124,10 +124,8 @@ def test_large_sessions_are_compressed(tmp_path: t.Any) -> None:
     assert client.get("/get/blob").text == repr("x" * 3000)
 
 
-def test_small_sessions_are_not_compressed_and_old_zlib_cookies_open() -> None:
-    """Under 1 KB the payload is sealed as is; a cookie deflated by an earlier version still opens."""
-    sealer = Sealer()
-    sealed = Sealed(
+def _small_sealed() -> Sealed:
+    return Sealed(
         handle="h" * 32,
         issued_at=1.0,
         created_at=1.0,
@@ -137,13 +135,26 @@ def test_small_sessions_are_not_compressed_and_old_zlib_cookies_open() -> None:
         user=None,
         data={"k": b"\xa1x" * 400},  # compressible, under 1 KB
     )
-    token = base64.urlsafe_b64decode(_pad(sealer.seal(sealed, "session", "s3cret")))
+
+
+def test_small_sessions_are_not_compressed() -> None:
+    """Under 1 KB the payload is sealed as is, and opens again."""
+    sealer = Sealer()
+    sealed = _small_sealed()
+    value = sealer.seal(sealed, "session", "s3cret")
+    token = base64.urlsafe_b64decode(_pad(value))
     plain = msgspec.msgpack.encode(sealed)
     assert len(token) == 1 + 12 + 1 + len(plain) + 16  # version, nonce, kind byte, payload, GCM tag
+    assert sealer.open(value, "session", ["s3cret"]) == sealed
+
+
+def test_authentic_cookie_in_a_format_never_released_opens_as_nothing() -> None:
+    """A body packed some other way than plain or raw deflate (development builds' zlib) is no session."""
+    sealer = Sealer()
     nonce = os.urandom(12)
-    body = b"\x01" + zlib.compress(plain)
+    body = b"\x01" + zlib.compress(msgspec.msgpack.encode(_small_sealed()))
     old = b"\x01" + nonce + sealer._cipher("s3cret").encrypt(nonce, body, b"session")
-    assert sealer.open(base64.urlsafe_b64encode(old).decode(), "session", ["s3cret"]) == sealed
+    assert sealer.open(base64.urlsafe_b64encode(old).decode(), "session", ["s3cret"]) is None
 
 
 def _pad(value: str) -> str:

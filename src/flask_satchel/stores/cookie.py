@@ -50,10 +50,10 @@ _NONCE = 12
 #: unchanged cookie after its first request, so what compression is for is
 #: room under the browsers' 4 KB limit.
 _COMPRESS_FROM = 1024
-#: The first byte of a body: how the rest is packed. _ZLIB is only read
-#: (cookies sealed by 0.1 development versions); raw deflate with a 4 KB
-#: window (a cookie is never larger) sets up far less state per call.
-_PLAIN, _ZLIB, _DEFLATED = b"\x00", b"\x01", b"\x02"
+#: The first byte of a body: how the rest is packed. Deflated is raw
+#: deflate with a 4 KB window (a cookie is never larger), which sets up far
+#: less state per call than zlib's format.
+_PLAIN, _DEFLATED = b"\x00", b"\x02"
 _WBITS = -12
 
 
@@ -134,10 +134,10 @@ class Sealer:
                 kind = body[:1]
                 if kind == _DEFLATED:
                     plain = zlib.decompress(body[1:], _WBITS)
-                elif kind == _ZLIB:
-                    plain = zlib.decompress(body[1:])
-                else:
+                elif kind == _PLAIN:
                     plain = body[1:]
+                else:
+                    return None  # authentic, but in no format this version writes
                 return _decode(plain)
             except (zlib.error, msgspec.DecodeError):
                 return None  # authentic but unreadable: an older format
