@@ -2,8 +2,9 @@
 #   make demo   serve the demo app at http://127.0.0.1:5000 (sessions in SQLite)
 #   make test   lint, type-check and run the whole test-suite against real services
 # Both start from nothing on Debian with Python 3.11: the first run creates
-# .venv and installs the project with its dev group; later runs reuse it until
-# pyproject.toml changes.
+# .venv and installs what it needs (the demo: the project alone, with Flask and
+# msgspec; the tests: the project with its dev group); later runs reuse it
+# until pyproject.toml changes.
 
 PYTHON ?= python3
 VENV := .venv
@@ -35,7 +36,13 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 venv: $(VENV)/.installed
 
-demo: venv
+# The demo needs nothing but the project, so its first page is up in seconds;
+# its own marker, so that a later "make test" still installs the dev group.
+$(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
+	@[ $(VENV)/.installed -nt pyproject.toml ] || $(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+demo: $(VENV)/.installed-demo
 	$(BIN)/flask --app examples/demo/app.py run --host $(HOST) --port $(PORT)
 
 services:
