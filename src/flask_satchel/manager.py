@@ -43,13 +43,22 @@ def _utc(timestamp: float) -> dt.datetime:
 class SessionInfo:
     """One live session, without its data or its secret id."""
 
+    #: The session's public id: safe to show, list and revoke, and never usable as a cookie.
     handle: str
+    #: What the session holds under ``SESSION_USER_KEY``, as a string; None when nobody is logged in.
     user: str | None
+    #: When the session was first stored (UTC).
     created_at: dt.datetime
+    #: When a request last used it (UTC), as of the last refresh: it moves once
+    #: per ``SESSION_REFRESH_INTERVAL``, not on every request.
     last_seen: dt.datetime
+    #: When it ends unless it is used again (UTC): the idle or the absolute deadline, whichever comes first.
     expires_at: dt.datetime
+    #: Flask's permanent flag: a dated cookie rather than a browser-session one.
     permanent: bool
+    #: The client's address (``request.remote_addr``) with ``SESSION_TRACK_CLIENT``, else None.
     ip: str | None = None
+    #: The client's ``User-Agent`` (its first 256 characters) with ``SESSION_TRACK_CLIENT``, else None.
     user_agent: str | None = None
     #: The names of the keys the session holds, sorted, and never their values
     #: (which may be secrets): what ``flask session show`` prints. Only

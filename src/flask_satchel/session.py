@@ -34,10 +34,11 @@ class ServerSession(TrackedDict, SessionMixin):
     # Per-request state. Defaults live on the class, so opening a session (on
     # every request, used or not) sets three attributes, not twenty.
     _loaded = False
-    #: True once the view touched ``flask.session`` at all: the response then
-    #: varies by cookie. Flask sets it on every use of the proxy, even to read
-    #: ``session.modified``, which is no reason to load from the store; a plain
-    #: attribute, because a property here cost a call on each of those uses.
+    # A plain attribute, not a property: Flask sets it even to read
+    # ``session.modified``, and a property cost a call on each of those uses.
+    #: True once the view used ``flask.session`` at all (Flask sets it on every
+    #: use of the proxy): the response then carries ``Vary: Cookie``. It does
+    #: not mean the session was loaded from the store.
     accessed = False
     _new = True
     #: The store failed during this request: nothing will be written.
