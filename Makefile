@@ -66,6 +66,18 @@ bench: venv services
 	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }; }
 	$(BIN)/python bench/run.py $(ARGS)
 
+# The documentation site (Sphinx, docs/) in docs/_build/html, warnings as errors
+# as in CI; its own marker, so that it installs only the docs group.
+.PHONY: docs
+$(VENV)/.installed-docs: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e . --group docs
+	touch $@
+
+docs: $(VENV)/.installed-docs
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+	@echo "docs/_build/html/index.html"
+
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis examples/demo/instance
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
