@@ -78,6 +78,13 @@ docs: $(VENV)/.installed-docs
 	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
 	@echo "docs/_build/html/index.html"
 
+# tests/test_packaging.py in full: it also installs the built wheel with its
+# extras from PyPI into a clean venv, which "make test" skips as too slow for
+# every run; CI runs it after "make test".
+.PHONY: test-packaging
+test-packaging: venv
+	SATCHEL_TEST_PACKAGING=1 $(BIN)/pytest tests/test_packaging.py $(ARGS)
+
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis examples/demo/instance
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
