@@ -46,7 +46,8 @@ autodoc_typehints = "signature"
 
 html_theme = "furo"
 html_title = f"Flask-Satchel {release}"
-html_static_path: list[str] = []
+html_static_path = ["_static"]
+html_css_files = ["satchel.css"]
 html_theme_options = {
     "source_repository": "",
     "navigation_with_keys": True,
