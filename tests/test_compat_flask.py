@@ -2,9 +2,9 @@
 
 We may not copy Flask's tests into this repository, so they are fetched at
 test time: the sdist of the installed Flask version, from PyPI, cached under
-``.pytest_cache`` so it is downloaded once. They run in a subprocess pytest
-with ``tests/flask_suite/satchel_flask_plugin.py``, which installs
-Flask-Satchel on every app they create, once per embedded store.
+``.pytest_cache`` so it is downloaded once (``tests/suites.py``). They run in
+a subprocess pytest with ``tests/flask_suite/satchel_flask_plugin.py``, which
+installs Flask-Satchel on every app they create, once per embedded store.
 
 A few of Flask's tests check behaviour that our contract changes on purpose;
 they are deselected in :data:`BY_DESIGN`, each with its reason.
@@ -16,22 +16,12 @@ unchanged with it.
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
-import os
-import shutil
-import subprocess
-import sys
-import tarfile
-import tempfile
 import typing as t
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from conftest import require
-
-PLUGIN_DIR = Path(__file__).parent / "flask_suite"
+from suites import Result, fetch_sdist, run_suite, table
 
 #: The Flask test modules that hold session, flash and session_transaction tests.
 MODULES = [
@@ -116,56 +106,11 @@ CORE = {
 
 STORES = ["memory", "sqlite", "filesystem"]
 
-#: The source distribution only: Flask's tests are not in its wheel.
-PIP_DOWNLOAD = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--timeout", "20", "-q"]
-
-
-def _cache_dir(config: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cache = getattr(config, "cache", None)
-    if cache is not None:
-        return Path(cache.mkdir("flask-sdist"))
-    return tmp_path_factory.mktemp("flask-sdist")
-
 
 @pytest.fixture(scope="module")
 def flask_tests(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Flask's source tree, of the installed version, downloaded once and cached."""
-    version = importlib.metadata.version("flask")
-    cache = _cache_dir(request.config, tmp_path_factory)
-    tree = cache / f"flask-{version}"
-    if (tree / "tests" / "conftest.py").is_file():
-        return tree
-    download = Path(tempfile.mkdtemp(dir=cache))
-    try:
-        try:
-            fetched = subprocess.run(
-                [*PIP_DOWNLOAD, f"flask=={version}", "-d", str(download)],
-                capture_output=True,
-                text=True,
-                timeout=180,
-            )
-        except subprocess.TimeoutExpired:
-            fetched = None
-        archives = sorted(download.glob("*.tar.gz"))
-        detail = fetched.stderr.strip()[-500:] if fetched is not None else "timed out"
-        require(fetched is not None and fetched.returncode == 0 and bool(archives), f"PyPI unreachable: {detail}")
-        with tarfile.open(archives[0]) as archive:
-            archive.extractall(download, filter="data")
-        # Renamed into place only when complete, so an interrupted run never leaves half a tree.
-        try:
-            (download / f"flask-{version}").rename(tree)
-        except OSError:
-            if not tree.is_dir():  # else a parallel run put it there first
-                raise
-    finally:
-        shutil.rmtree(download, ignore_errors=True)
-    return tree
-
-
-class Result(t.NamedTuple):
-    outcome: str  # passed, failed, error, skipped
-    message: str
-    satchel_apps: int
+    return fetch_sdist("flask", request.config, tmp_path_factory, marker="tests/conftest.py")
 
 
 def run_flask_tests(
@@ -174,45 +119,12 @@ def run_flask_tests(
     """Run Flask's tests in a subprocess with Flask-Satchel on ``store``; results by test id."""
     apps = tmp_path / "apps"
     apps.mkdir()
-    report = tmp_path / "junit.xml"
-    env = dict(os.environ)
-    env.pop("PYTEST_ADDOPTS", None)
-    env.update(
-        SATCHEL_FLASK_TYPE=store,
-        SATCHEL_FLASK_TMP=str(apps),
-        SATCHEL_FLASK_CONFIG=json.dumps(config or {}),
-        PYTHONPATH=os.pathsep.join(filter(None, [str(PLUGIN_DIR), env.get("PYTHONPATH")])),
-    )
-    command = [sys.executable, "-m", "pytest", "-p", "satchel_flask_plugin", "-p", "no:cacheprovider"]
-    command += ["-q", "--no-header", "-o", "junit_family=xunit2", f"--junitxml={report}"]
-    command += [f"--basetemp={tmp_path / 'basetemp'}", *extra]
-    done = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True, timeout=300)
-    assert report.is_file(), f"Flask's tests did not run:\n{done.stdout}\n{done.stderr}"
-    results: dict[str, Result] = {}
-    for case in ET.parse(report).getroot().iter("testcase"):
-        module = case.get("classname", "").split(".")
-        name = case.get("name", "")
-        # classname is "tests.test_basic" or "tests.test_helpers.TestStreaming".
-        path = "/".join(module[:2]) + ".py"
-        test_id = "::".join([path, *module[2:], name])
-        outcome, message = "passed", ""
-        for tag in ("failure", "error", "skipped"):
-            node = case.find(tag)
-            if node is not None:
-                outcome = "failed" if tag == "failure" else tag
-                message = node.get("message", "")
-                break
-        props = {p.get("name"): p.get("value") for p in case.iter("property")}
-        results[test_id] = Result(outcome, message, int(props.get("satchel_apps") or 0))
-    return results, done.stdout
-
-
-def _table(results: dict[str, Result]) -> str:
-    """One line per test: outcome, id, apps it ran on Flask-Satchel, first line of any failure."""
-    return "\n".join(
-        f"  {r.outcome:7} {test_id} [satchel apps: {r.satchel_apps}] {(r.message.splitlines() or [''])[0][:100]}"
-        for test_id, r in sorted(results.items())
-    )
+    env = {
+        "SATCHEL_FLASK_TYPE": store,
+        "SATCHEL_FLASK_TMP": str(apps),
+        "SATCHEL_FLASK_CONFIG": json.dumps(config or {}),
+    }
+    return run_suite(tree, "satchel_flask_plugin", env, extra, tmp_path)
 
 
 @pytest.mark.parametrize("store", STORES)
@@ -220,12 +132,12 @@ def test_flask_session_suite(flask_tests: Path, store: str, tmp_path: Path) -> N
     """Flask's own session, flash and session_transaction tests pass unchanged on this store."""
     deselect = [arg for test_id in BY_DESIGN for arg in ("--deselect", test_id)]
     results, output = run_flask_tests(flask_tests, store, tmp_path, [*MODULES, "-k", KEYWORDS, *deselect])
-    print(f"Flask's tests on Flask-Satchel ({store}):\n{_table(results)}")
+    print(f"Flask's tests on Flask-Satchel ({store}):\n{table(results)}")
     assert results, output
     assert results.keys() >= CORE, f"missing from the run: {sorted(CORE - results.keys())}"
     assert not BY_DESIGN.keys() & results.keys()
     bad = {test_id: r for test_id, r in results.items() if r.outcome != "passed"}
-    assert not bad, f"Flask tests failing on {store}:\n{_table(bad)}\n\n{output[-6000:]}"
+    assert not bad, f"Flask tests failing on {store}:\n{table(bad)}\n\n{output[-6000:]}"
     # Each test ran on Flask-Satchel, not on Flask's cookie session.
     untouched = sorted(i for i, r in results.items() if r.satchel_apps == 0 and i not in OWN_INTERFACE)
     assert not untouched, f"no app got Flask-Satchel in {untouched}"
@@ -234,7 +146,7 @@ def test_flask_session_suite(flask_tests: Path, store: str, tmp_path: Path) -> N
 def test_by_design_differences_still_differ(flask_tests: Path, tmp_path: Path) -> None:
     """Every Flask test deselected by design fails on Flask-Satchel, where expected, so the list stays exact."""
     results, output = run_flask_tests(flask_tests, "memory", tmp_path, list(BY_DESIGN))
-    print(f"Flask's tests that differ by design:\n{_table(results)}")
+    print(f"Flask's tests that differ by design:\n{table(results)}")
     assert results.keys() == BY_DESIGN.keys(), output
     passing = sorted(test_id for test_id, r in results.items() if r.outcome != "failed")
     assert not passing, f"these now pass; take them out of BY_DESIGN: {passing}"
