@@ -18,7 +18,6 @@ from pymemcache.client.base import PooledClient
 from pymemcache.client.hash import HashClient
 
 from ...errors import ConfigError
-from .. import _net
 from .servers import servers_of
 
 if t.TYPE_CHECKING:
@@ -75,8 +74,6 @@ def _connect(servers: list[tuple[str, int]], timeout: float) -> t.Any:
         "timeout": timeout,
         "no_delay": True,
         "default_noreply": False,
-        # The kernel keeps the timeout: no poll() before each send and receive.
-        "socket_module": _net.kernel_timeout_module(),
     }
     if len(servers) == 1:
         return PooledClient(servers[0], **options)

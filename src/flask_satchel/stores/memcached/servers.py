@@ -25,8 +25,8 @@ from ...errors import ConfigError, SessionTooLarge, StoreUnavailable
 #: Errors that mean the server closed a connection we had open, as it does
 #: when it restarts: worth one more try on a fresh connection.
 _CLOSED = (MemcacheUnexpectedCloseError, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
-#: Errors that mean the server is down, unreachable or in trouble. Timeouts
-#: (``socket.timeout``) and refused connections are ``OSError``\\s.
+#: Errors that mean the server is down, unreachable or in trouble. Refused
+#: connections are ``OSError``\\s.
 _DOWN = (OSError, MemcacheServerError, MemcacheUnknownError)
 
 _ACCEPTED = "a pymemcache Client, PooledClient or HashClient"
@@ -91,7 +91,7 @@ class Server:
                 return self._run(method, args, kwargs)
             except _CLOSED as e:
                 closed = e
-            except BlockingIOError as e:  # the kernel's timeout on our sockets (_net)
+            except TimeoutError as e:  # socket.timeout: the client's timeout=, or connect_timeout=
                 raise StoreUnavailable(f"memcached {self.name} did not answer in time") from e
             except _DOWN as e:
                 if isinstance(e, MemcacheServerError) and _refused_as_too_large(e):
