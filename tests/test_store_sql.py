@@ -163,13 +163,14 @@ def _mariadb_status(dbapi_connection: t.Any) -> dict[str, int]:
 class _Recorder:
     """Each checkout of an engine's pool, as the driver or the server counts it.
 
-    The store runs its hot statements on bare DB-API cursors, out of sight of
-    SQLAlchemy's statement events, so the counts come from below them: on
-    PostgreSQL, libpq's own trace of the protocol (a statement is a
-    CommandComplete from the server, a round trip a run of messages from the
-    client); on MariaDB, the server's counters for the connection (``SHOW
-    SESSION STATUS`` on it before and after; each statement of the text
-    protocol is one round trip); on SQLite, its trace of every statement run.
+    SQLAlchemy's statement events see the store's statements but not the
+    round trips a driver makes by itself (psycopg's ``BEGIN``, its prepares),
+    so the counts come from below them: on PostgreSQL, libpq's own trace of
+    the protocol (a statement is a CommandComplete from the server, a round
+    trip a run of messages from the client); on MariaDB, the server's
+    counters for the connection (``SHOW SESSION STATUS`` on it before and
+    after; each statement of the text protocol is one round trip); on
+    SQLite, its trace of every statement run.
     """
 
     def __init__(self, engine: sa.Engine) -> None:
@@ -398,10 +399,7 @@ def test_cleanup_deletes_in_bounded_batches(backend: Backend) -> None:
 
 @contextlib.contextmanager
 def _statements(engine: sa.Engine) -> t.Iterator[list[str]]:
-    """The first word of each statement run through a SQLAlchemy ``Connection``, FOR UPDATE marked.
-
-    The store's hot statements run on bare DB-API cursors and are not seen here: see ``_recorded``.
-    """
+    """The first word of each statement the engine's ``before_cursor_execute`` sees, FOR UPDATE marked."""
     seen: list[str] = []
 
     def on_statement(conn: t.Any, cursor: t.Any, statement: str, *args: t.Any) -> None:
@@ -523,7 +521,7 @@ def test_url_prepare_threshold_is_a_number(postgresql: Backend) -> None:
         store.create("p" * 32, _record(time.time()))
         assert store.load("p" * 32) is not None
         with store.engine.connect() as conn:
-            assert conn.connection.dbapi_connection.prepare_threshold is None
+            assert t.cast(t.Any, conn.connection.dbapi_connection).prepare_threshold is None
     finally:
         store.close()
     with pytest.raises(ConfigError, match="prepare_threshold must be a whole number"):
@@ -545,12 +543,26 @@ _SERVER_SQL = {
 }
 
 
+def _kill_pooled_connection(server: Backend, store: SQLStore) -> int:
+    """End the store's pooled connection from the server's side, as a restart does; the id it had."""
+    own_id, kill, alive = _SERVER_SQL[store.engine.dialect.name]
+    with store.engine.connect() as conn:
+        victim = int(conn.exec_driver_sql(own_id).scalar_one())
+    with server.engine.connect() as admin:
+        admin.exec_driver_sql(kill.format(victim))
+        deadline = time.monotonic() + 5
+        while admin.exec_driver_sql(alive.format(victim)).scalar_one() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        admin.commit()
+    return victim
+
+
 @pytest.mark.parametrize("operation", ["load", "apply", "create", "touch", "count"])
 def test_connection_killed_by_the_server_is_replaced(server: Backend, operation: str) -> None:
     """A pooled connection the server ended (restart, pg_terminate_backend, KILL) fails once, unseen by the caller."""
     now = time.time()
     store = server.store(_prefix())
-    own_id, kill, alive = _SERVER_SQL[store.engine.dialect.name]
+    own_id = _SERVER_SQL[store.engine.dialect.name][0]
     invalidated: list[BaseException | None] = []
 
     def on_invalidate(dbapi_connection: t.Any, record: t.Any, exception: BaseException | None) -> None:
@@ -559,15 +571,9 @@ def test_connection_killed_by_the_server_is_replaced(server: Backend, operation:
     try:
         store.create("k", _record(now))
         assert store.load("k") is not None  # the bytes a change compares against, as in a request
-        with store.engine.connect() as conn:
-            victim = int(conn.exec_driver_sql(own_id).scalar_one())
-        assert store.engine.pool.checkedin() == 1  # the one connection every call below takes first
-        with server.engine.connect() as admin:
-            admin.exec_driver_sql(kill.format(victim))
-            deadline = time.monotonic() + 5
-            while admin.exec_driver_sql(alive.format(victim)).scalar_one() and time.monotonic() < deadline:
-                time.sleep(0.01)
-            admin.commit()
+        pool = t.cast(sa.pool.QueuePool, store.engine.pool)
+        assert pool.checkedin() == 1  # the one connection every call below takes first
+        victim = _kill_pooled_connection(server, store)
         sa.event.listen(store.engine, "invalidate", on_invalidate)
         if operation == "load":
             record = store.load("k")
@@ -585,7 +591,7 @@ def test_connection_killed_by_the_server_is_replaced(server: Backend, operation:
         # The dead connection failed once, and was dropped from the pool rather than returned to it.
         assert len(invalidated) == 1
         assert isinstance(invalidated[0], store.engine.dialect.loaded_dbapi.Error)
-        assert store.engine.pool.checkedin() == 1
+        assert pool.checkedin() == 1
         with store.engine.connect() as conn:
             assert int(conn.exec_driver_sql(own_id).scalar_one()) != victim
     finally:
@@ -593,6 +599,41 @@ def test_connection_killed_by_the_server_is_replaced(server: Backend, operation:
             sa.event.remove(store.engine, "invalidate", on_invalidate)
         store.delete("k")
         store.delete("k2")
+        store.close()
+
+
+def test_session_sql_fires_engine_events(server: Backend) -> None:
+    """The engine's before_cursor_execute sees each statement of a session's requests, and handle_error a failure."""
+    app = _app(server, TABLE)
+    Session(app)
+    store = t.cast(SQLStore, app.extensions["satchel"].store)
+    statements: list[str] = []
+    failures: list[tuple[bool, bool]] = []
+
+    def on_statement(conn: t.Any, cursor: t.Any, statement: str, *args: t.Any) -> None:
+        if TABLE in statement:
+            statements.append(statement.split()[0])
+
+    def on_error(context: sa.engine.ExceptionContext) -> None:
+        failures.append(
+            (isinstance(context.original_exception, store.engine.dialect.loaded_dbapi.Error), context.is_disconnect)
+        )
+
+    sa.event.listen(store.engine, "before_cursor_execute", on_statement)
+    sa.event.listen(store.engine, "handle_error", on_error)
+    client = app.test_client()
+    try:
+        assert client.get("/set/1").status_code == 200  # a new session
+        assert client.get("/get").text == "'1'"  # a read
+        assert client.get("/set/2").status_code == 200  # a read and a change
+        assert statements == ["INSERT", "SELECT", "SELECT", "UPDATE"]
+        assert failures == []
+        _kill_pooled_connection(server, store)
+        statements.clear()
+        assert client.get("/get").text == "'2'"  # the dead connection's SELECT fails, the retry's answers
+        assert statements == ["SELECT", "SELECT"]
+        assert failures == [(True, True)]
+    finally:
         store.close()
 
 
@@ -642,20 +683,17 @@ def test_columns_round_trip_exactly(backend: Backend) -> None:
     select = sa.select(c.data, c.created_at, c.last_seen, c.expires_at, c.permanent, c.user, c.client)
     select = select.where(c.prefix == store.prefix, c.key == "k")
 
-    def read() -> tuple[Record | None, list[tuple[type, t.Any]], list[tuple[type, t.Any]]]:
-        # The store's own row, from its DB-API cursor, against SQLAlchemy's reading of the same row.
-        _, row = store._execute(store._load, {"b_key": "k"})
-        assert row is not None
+    def read() -> tuple[Record | None, list[tuple[type, t.Any]]]:
+        # What the store reads, beside the row as SQLAlchemy reads it.
         with backend.engine.connect() as conn:
-            expected = conn.execute(select).one()
-        return store.load("k"), [(type(v), v) for v in row], [(type(v), v) for v in expected]
+            row = conn.execute(select).one()
+        return store.load("k"), [(type(v), v) for v in row]
 
     try:
         store.create("k", record)
-        loaded, row, expected = read()
+        loaded, row = read()
         assert loaded == record
         assert (type(loaded.created_at), type(loaded.data["a"]), loaded.permanent) == (float, bytes, True)
-        assert row == expected
         assert [kind for kind, _ in row] == [bytes, float, float, float, bool, str, bytes]
         later = now + 0.123456789
         change = Change(
@@ -663,7 +701,7 @@ def test_columns_round_trip_exactly(backend: Backend) -> None:
         )
         assert store.apply("k", change) == 3
         assert store.touch("k", later + 1e-3, later + 2 * HOUR)
-        loaded, row, expected = read()
+        loaded, row = read()
         assert loaded is not None
         assert (loaded.last_seen, loaded.expires_at, loaded.permanent, loaded.user) == (
             later + 1e-3,
@@ -671,7 +709,6 @@ def test_columns_round_trip_exactly(backend: Backend) -> None:
             False,
             None,
         )
-        assert row == expected
         assert row[4] == (bool, False)
         ((key, listed),) = store.sessions(now)  # through SQLAlchemy: the same record, without the data
         assert (key, listed.last_seen, listed.permanent, listed.user) == ("k", later + 1e-3, False, None)
@@ -894,7 +931,6 @@ def test_url_picks_installed_driver(url: str, dialect: str, driver: str) -> None
     store = SQLStore.from_settings(_settings(SESSION_URL=url))
     try:
         assert (store.engine.dialect.name, store.engine.dialect.driver) == (dialect, driver)
-        assert not store.engine.pool._pre_ping  # a dead pooled connection is retried instead
         assert store.engine.dialect.skip_autocommit_rollback
     finally:
         store.close()

@@ -36,6 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from ..errors import ConfigError, StoreUnavailable
+from ..stores.sql.errors import missing_column, missing_table
 from . import BaseImporter, Taken, log
 
 if t.TYPE_CHECKING:
@@ -66,14 +67,7 @@ def flask_session_table(name: str = DEFAULT_TABLE, schema: str | None = None) ->
 
 def _not_the_table(error: sa_exc.DBAPIError) -> bool:
     """Whether ``error`` says the table, or its ``session_id`` column, does not exist."""
-    orig = error.orig
-    if getattr(orig, "sqlstate", None) in ("42P01", "42703"):  # PostgreSQL: undefined_table, undefined_column
-        return True
-    args = getattr(orig, "args", ())
-    if args and args[0] in (1146, 1054):  # MySQL/MariaDB: ER_NO_SUCH_TABLE, ER_BAD_FIELD_ERROR
-        return True
-    text = str(orig)
-    return "no such table" in text or "no such column" in text  # SQLite
+    return missing_table(error) or missing_column(error)
 
 
 def _timestamp(expiry: dt.datetime) -> float:
