@@ -11,12 +11,13 @@ import zlib
 
 import msgspec
 import pytest
-from flask import Flask, session
+from flask import Flask
 from flask.sessions import SecureCookieSessionInterface
 
 from flask_satchel import NotSupported
+from flask_satchel import current_session as session
+from flask_satchel.cookie import Sealed, Sealer
 from flask_satchel.errors import SessionTooLarge
-from flask_satchel.stores.cookie import Sealed, Sealer
 from flask_satchel.testing import make_app as contract_app
 from flask_satchel.testing.contract import SessionContract
 

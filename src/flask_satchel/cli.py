@@ -35,7 +35,7 @@ from . import settings as _settings
 from .errors import SatchelError
 from .manager import _HANDLE
 from .stores import open_store
-from .stores.base import HasSchema, RevokesByUser
+from .stores.base import HasSchema
 
 if t.TYPE_CHECKING:
     from .manager import Progress, SessionInfo, SessionManager, Stats
@@ -400,7 +400,7 @@ def revoke_user_command(user: str, keep: str | None, as_json: bool) -> None:
     manager = _manager()
     revoked = manager.revoke_user(user, keep=keep)
     # The cookie store ends a user's sessions by date, in browsers it cannot count.
-    counted = not isinstance(manager.store, RevokesByUser)
+    counted = manager.store is not None
     if as_json:
         _echo_json({"user": user, "revoked": revoked if counted else None, "kept": keep})
     elif counted:

@@ -10,13 +10,13 @@ from .errors import ConfigError, StoreUnavailable
 from .interface import SatchelSessionInterface
 from .locking import release_after_request
 from .manager import SessionManager
-from .stores import open_store
+from .stores import missing_extra, open_store
 from .stores.base import LockingStore
 
 if t.TYPE_CHECKING:
     from flask import Flask
 
-    from .stores.cookie import CookieStore
+    from .base_interface import BaseSessionInterface
 
 
 class Session:
@@ -35,18 +35,13 @@ class Session:
     def init_app(self, app: Flask) -> SessionManager:
         """Read the config once, open the store and take over ``app.session_interface``."""
         settings = _settings.load(app.config, app.instance_path, app.extensions)
+        if settings.type == "cookie":
+            return self._init_cookie_mode(app, settings)
         with app.app_context():  # a Flask-SQLAlchemy ``db`` needs one to hand out its engine
             store = open_store(settings)
         if settings.locking and not isinstance(store, LockingStore):
             raise ConfigError("SESSION_LOCKING", f"the {settings.type} store cannot lock sessions")
-        interface: SatchelSessionInterface
-        if settings.type == "cookie":
-            # Imported only here: the cookie store's cryptography is an optional extra.
-            from .cookie_session import CookieSessionInterface
-
-            interface = CookieSessionInterface(settings, t.cast("CookieStore", store))
-        else:
-            interface = SatchelSessionInterface(settings, store)
+        interface = SatchelSessionInterface(settings, store)
         if settings.migrate_flask_session:
             from .legacy import open_importer
 
@@ -55,7 +50,26 @@ class Session:
             except BaseException:
                 store.close()  # a ConfigError: the app will not start, so nothing may keep the store's connections
                 raise
-        manager = SessionManager(settings, store, interface, app)
+        return self._install(app, interface, SessionManager(settings, store, interface, app))
+
+    def _init_cookie_mode(self, app: Flask, settings: _settings.Settings) -> SessionManager:
+        """``SESSION_TYPE = "cookie"``: no session store, only the revocation marks' one if configured."""
+        try:  # cryptography is an optional extra
+            from .cookie import CookieSessionInterface, Revocations
+        except ModuleNotFoundError as e:
+            config_error = missing_extra(e, settings)
+            if config_error is None:
+                raise
+            raise config_error from None
+        marks = None if settings.revocation_settings is None else open_store(settings.revocation_settings)
+        revocations = Revocations(marks)
+        interface = CookieSessionInterface(settings, revocations)
+        manager = SessionManager(settings, None, interface, app, revocations=revocations)
+        return self._install(app, interface, manager)
+
+    @staticmethod
+    def _install(app: Flask, interface: BaseSessionInterface, manager: SessionManager) -> SessionManager:
+        settings = manager.settings
         app.session_interface = interface
         app.extensions["satchel"] = manager
         app.register_error_handler(StoreUnavailable, interface.outages.handler)

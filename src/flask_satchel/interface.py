@@ -18,45 +18,36 @@ from __future__ import annotations
 
 import itertools
 import logging
-import time
 import typing as t
 
 import msgspec
-from flask.sessions import SessionInterface
 
 from . import ids, signals
-from .changes import Changes
-from .cookies import Cookies, cookie_value, vary_cookie
+from .base_interface import BaseSessionInterface, security_log
+from .cookies import cookie_value
 from .errors import StoreUnavailable
 from .legacy.flask_cookies import read_flask_cookie
 from .locking import SessionLocks
-from .outages import OutageLog
 from .policy import UserCap
 from .rotation import Rotation
 from .session import ServerSession
 from .stores.base import Change, LockingStore, Record
 
 if t.TYPE_CHECKING:
-    from flask import Flask, Request, Response
-    from flask.sessions import SessionMixin
+    from flask import Flask, Response
 
-    from .legacy import Imported, Importer
+    from .legacy import Importer
     from .settings import Settings
     from .stores.base import Store
 
-#: Tampered or malformed cookies and unreadable records are reported here.
-security_log = logging.getLogger("flask_satchel.security")
 log = logging.getLogger("flask_satchel")
 
 
-class SatchelSessionInterface(SessionInterface):
+class SatchelSessionInterface(BaseSessionInterface):
     """Sessions kept in a :class:`~flask_satchel.stores.base.Store`."""
 
-    #: The clock; tests replace it instead of sleeping.
-    now: t.Callable[[], float] = staticmethod(time.time)
-
     def __init__(self, settings: Settings, store: Store) -> None:
-        self.settings = settings
+        super().__init__(settings)
         self.store = store
         #: How a sid travels in the cookie (signed or not).
         self.sids = ids.SidCookie(settings.id_length, settings.use_signer)
@@ -81,12 +72,6 @@ class SatchelSessionInterface(SessionInterface):
             if settings.max_per_user is None
             else UserCap(store, settings.max_per_user, settings.max_per_user_policy)
         )
-        #: Builds records and changes, with their expiry.
-        self.changes = Changes(settings)
-        #: Sets and deletes the cookie, with Flask's attributes read per request.
-        self.cookies = Cookies(self, settings)
-        #: Where this store's outages are reported: one log line every few seconds at most.
-        self.outages = OutageLog(settings.type)
         #: Reads Flask-Session's records (``SESSION_MIGRATE_FLASK_SESSION``); set by ``init_app``.
         self.importer: Importer | None = None
 
@@ -104,20 +89,7 @@ class SatchelSessionInterface(SessionInterface):
             session._sid = self.sids.new()
         return session._sid
 
-    # Opening --------------------------------------------------------------
-
-    def open_session(self, app: Flask, request: Request) -> ServerSession | None:
-        # Nothing is read here: the session loads itself when first used.
-        if self.needs_secret and not app.secret_key:
-            # As Flask does without a key: its NullSession reads as empty and
-            # refuses writes with Flask's own "session is unavailable" error.
-            return None
-        return ServerSession(self, app, request)
-
-    def is_null_session(self, obj: object) -> bool:
-        # Flask asks this after every request; NullSession is an ABC, and
-        # isinstance on an ABC is slow for what is nearly always our own session.
-        return type(obj) is not ServerSession and isinstance(obj, self.null_session_class)
+    # Loading --------------------------------------------------------------
 
     def load(self, session: ServerSession) -> None:
         """Fill ``session`` from its cookie and the store (called on first use)."""
@@ -175,22 +147,6 @@ class SatchelSessionInterface(SessionInterface):
         session._new = False
         if rotation is not None and session._key is None and rotation.due(record, now):
             self._guard(session, self._rotate, session, rotation, key, record, now)
-
-    def _take_over(self, session: ServerSession, imported: Imported | None, what: str) -> bool:
-        """Fill ``session`` with a session another library kept, if there is one still alive."""
-        if imported is None or imported.expires_at <= self.now():
-            return False
-        session._adopt(imported.data, imported.permanent, imported.expires_at)
-        log.info("Moved a %s session into Flask-Satchel", what)
-        return True
-
-    def _guard(self, session: ServerSession, op: t.Callable[..., t.Any], *args: t.Any) -> t.Any:
-        """Run a store operation; if the store is down, mark the session broken so nothing is written."""
-        try:
-            return op(*args)
-        except StoreUnavailable:
-            session._broken = True
-            raise
 
     # Rotation and locking ---------------------------------------------------
 
@@ -262,29 +218,7 @@ class SatchelSessionInterface(SessionInterface):
 
     # Saving ---------------------------------------------------------------
 
-    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
-        # type() first: SessionMixin is an ABC, and isinstance on it is slow.
-        if not (type(session) is ServerSession or isinstance(session, ServerSession)):
-            return
-        if session._saved:
-            # Flask calls this again on its error path when the first call
-            # raised; what could be written was written (or undone) then.
-            return
-        session._saved = True
-        if not session._loaded:
-            if session.accessed:  # the proxy was used, the data never was: nothing to write
-                vary_cookie(response)
-            return  # never touched: no store I/O, no cookie, no Vary
-        vary_cookie(response)
-        try:
-            if not session._broken:
-                self._save(app, session, response)
-        except StoreUnavailable as e:
-            self.outages.answer(response, e)
-            return
-        finally:
-            if session._lock is not None:
-                self.release(session)
+    def _saved_one(self) -> None:
         n = self.settings.cleanup_n_requests
         if n is not None and next(self._saves) % n == 0:
             self._periodic_cleanup()
@@ -390,11 +324,3 @@ class SatchelSessionInterface(SessionInterface):
             self.store.delete(handle)
         except StoreUnavailable as e:
             log.warning("Could not delete session %s after a failed save (it will expire): %s", handle, e)
-
-    def _announce(self, app: Flask, session: ServerSession, handle: str) -> None:
-        old = session._regenerated_from
-        if old is None:
-            signals.session_created.send(app, handle=handle)
-        else:
-            signals.session_regenerated.send(app, handle=handle, old_handle=old)
-            session._regenerated_from = None

@@ -17,12 +17,12 @@ import typing as t
 
 from . import signals
 from .errors import NotSupported
-from .stores.base import RevokesByUser
 
 if t.TYPE_CHECKING:
     from flask import Flask
 
-    from .interface import SatchelSessionInterface
+    from .base_interface import BaseSessionInterface
+    from .cookie import Revocations
     from .settings import Settings
     from .stores.base import Record, Store
 
@@ -112,13 +112,34 @@ class SessionManager:
     """List, inspect, revoke, count, clean up and migrate the sessions of one app."""
 
     def __init__(
-        self, settings: Settings, store: Store, interface: SatchelSessionInterface, app: Flask | None = None
+        self,
+        settings: Settings,
+        store: Store | None,
+        interface: BaseSessionInterface,
+        app: Flask | None = None,
+        revocations: Revocations | None = None,
     ) -> None:
         self.settings = settings
+        #: Where the sessions are; None in the cookie mode, whose sessions live in browsers.
         self.store = store
         self.interface = interface
         #: The app, as the sender of ``session_revoked``.
         self.app = app
+        #: The cookie mode's per-user revocation marks.
+        self.revocations = revocations
+
+    def _records(self, what: str) -> Store:
+        """The store, for an operation that needs one; ``NotSupported`` saying ``what`` in the cookie mode."""
+        if self.store is None:
+            raise NotSupported(f"the cookie store keeps sessions in browsers; it cannot {what}")
+        return self.store
+
+    def close(self) -> None:
+        """Release the store's (and the revocation marks') connections and files."""
+        if self.store is not None:
+            self.store.close()
+        if self.revocations is not None:
+            self.revocations.close()
 
     def _now(self) -> float:
         return self.interface.now()
@@ -129,7 +150,7 @@ class SessionManager:
 
     def sessions(self, user: t.Any = None) -> list[SessionInfo]:
         """Live sessions, most recently seen first: one user's, or everyone's when ``user`` is None."""
-        records = self.store.sessions(self._now(), None if user is None else str(user))
+        records = self._records("list sessions").sessions(self._now(), None if user is None else str(user))
         infos = [SessionInfo.from_record(handle, record) for handle, record in records]
         return sorted(infos, key=lambda info: info.last_seen, reverse=True)
 
@@ -141,7 +162,7 @@ class SessionManager:
         """One live session's metadata and the names of its keys; None when there is no such session."""
         if not isinstance(handle, str) or not _HANDLE.fullmatch(handle):
             return None
-        record = self.store.load(handle)
+        record = self._records("look a session up").load(handle)
         if record is None or record.expires_at <= self._now():
             return None
         return dataclasses.replace(SessionInfo.from_record(handle, record), keys=tuple(sorted(record.data)))
@@ -149,7 +170,7 @@ class SessionManager:
     def stats(self, top: int = 10) -> Stats:
         """Counts over the live sessions, with the ``top`` users who hold the most."""
         now = self._now()
-        records = [record for _, record in self.store.sessions(now)]
+        records = [record for _, record in self._records("list sessions").sessions(now)]
         per_user = collections.Counter(r.user for r in records if r.user is not None)
         # Most sessions first; ties by name, so the output is stable.
         ranked = sorted(per_user.items(), key=lambda item: (-item[1], item[0]))
@@ -168,7 +189,9 @@ class SessionManager:
         """End one session; True when it existed."""
         if not isinstance(handle, str) or not _HANDLE.fullmatch(handle):
             return False
-        if not self.store.delete(handle):
+        if not self._records(
+            "revoke one session; use revoke_user(user), which needs SESSION_COOKIE_REVOCATION_URL"
+        ).delete(handle):
             return False
         signals.session_revoked.send(self.app, handle=handle)
         return True
@@ -180,8 +203,8 @@ class SessionManager:
         counted: every cookie of the user sealed before now (but ``keep``'s)
         is refused from now on, and the count returned is 0.
         """
-        if isinstance(self.store, RevokesByUser):
-            self.store.revoke_user(str(user), keep, self._now(), self.settings.absolute_lifetime)
+        if self.revocations is not None:
+            self.revocations.revoke_user(str(user), keep, self._now(), self.settings.absolute_lifetime)
             return 0
         return sum(self.revoke(info.handle) for info in self.sessions_of(user) if info.handle != keep)
 
@@ -195,11 +218,13 @@ class SessionManager:
         only done when someone is watching; the result is the same.
         """
         now = self._now()
+        if self.revocations is not None:
+            return self.revocations.cleanup(now)
         if progress is None:
-            return self.store.cleanup(now)
+            return self._records("clean up").cleanup(now)
         try:
             # Everything since the epoch: the expired records too, metadata only.
-            expiries = sorted(r.expires_at for _, r in self.store.sessions(0.0) if r.expires_at <= now)
+            expiries = sorted(r.expires_at for _, r in self._records("clean up").sessions(0.0) if r.expires_at <= now)
         except NotSupported:
             expiries = []
         total = len(expiries)
@@ -208,13 +233,13 @@ class SessionManager:
         removed = 0
         progress(0, total)
         for cutoff in [*cutoffs, now]:
-            removed += self.store.cleanup(cutoff)
+            removed += self._records("clean up").cleanup(cutoff)
             progress(removed, total)
         return removed
 
     def count(self) -> int:
         """How many live sessions there are."""
-        return self.store.count(self._now())
+        return self._records("count sessions").count(self._now())
 
     def migrate_to(self, store: Store, progress: Progress | None = None) -> int:
         """Copy every live session into ``store`` under the same handle; returns how many were written.
@@ -228,12 +253,12 @@ class SessionManager:
         still in ``store``; :meth:`prune_copy` removes them.
         """
         now = self._now()
-        handles = [handle for handle, _ in self.store.sessions(now)]
+        handles = [handle for handle, _ in self._records("migrate sessions").sessions(now)]
         written = 0
         if progress is not None:
             progress(0, len(handles))
         for done, handle in enumerate(handles, 1):
-            record = self.store.load(handle)
+            record = self._records("migrate sessions").load(handle)
             if record is not None and record.expires_at > now:
                 existing = store.load(handle)
                 if existing != record:
@@ -253,5 +278,5 @@ class SessionManager:
         copy. Only for a ``store`` that holds nothing but this app's copy.
         """
         now = self._now()
-        live = {handle for handle, _ in self.store.sessions(now)}
+        live = {handle for handle, _ in self._records("list sessions").sessions(now)}
         return sum(store.delete(handle) for handle, _ in store.sessions(now) if handle not in live)

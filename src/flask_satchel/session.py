@@ -24,7 +24,7 @@ if t.TYPE_CHECKING:
     from _typeshed import SupportsKeysAndGetItem
     from flask import Flask, Request
 
-    from .interface import SatchelSessionInterface
+    from .base_interface import BaseSessionInterface
     from .stores.base import Record
 
 
@@ -70,7 +70,7 @@ class ServerSession(TrackedDict, SessionMixin):
     #: When an imported Flask-Session session would have died (``SESSION_MIGRATE_FLASK_SESSION``).
     _import_deadline: float | None = None
 
-    def __init__(self, interface: SatchelSessionInterface, app: Flask, request: Request | None) -> None:
+    def __init__(self, interface: BaseSessionInterface, app: Flask, request: Request | None) -> None:
         # No dict.__init__: with no arguments it does nothing, and this runs on every request.
         self._interface = interface
         self._app = app

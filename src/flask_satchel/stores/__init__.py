@@ -26,7 +26,6 @@ STORES = {
     "redis": "redis:RedisStore",
     "sqlalchemy": "sql:SQLStore",
     "memcached": "memcached:MemcachedStore",
-    "cookie": "cookie:CookieStore",
 }
 
 
@@ -43,6 +42,18 @@ EXTRAS = {
 }
 
 
+def missing_extra(error: ModuleNotFoundError, settings: Settings) -> ConfigError | None:
+    """The ``ConfigError`` naming the extra to install for a package a store needs; None for any other module."""
+    missing = (error.name or "").partition(".")[0]
+    if missing not in EXTRAS:
+        return None
+    return ConfigError(
+        "SESSION_URL" if settings.url is not None else "SESSION_TYPE",
+        f"the {settings.type} store needs the {missing!r} package, which is not installed;"
+        f' pip install "flask-satchel[{EXTRAS[missing]}]"',
+    )
+
+
 def open_store(settings: Settings) -> Store:
     """Build the store that ``settings`` describe.
 
@@ -54,12 +65,7 @@ def open_store(settings: Settings) -> Store:
         cls = getattr(importlib.import_module(f"{__name__}.{module}"), name)
         return t.cast(Store, cls.from_settings(settings))
     except ModuleNotFoundError as e:
-        missing = (e.name or "").partition(".")[0]
-        if missing not in EXTRAS:
+        config_error = missing_extra(e, settings)
+        if config_error is None:
             raise
-        key = "SESSION_URL" if settings.url is not None else "SESSION_TYPE"
-        raise ConfigError(
-            key,
-            f"the {settings.type} store needs the {missing!r} package, which is not installed;"
-            f' pip install "flask-satchel[{EXTRAS[missing]}]"',
-        ) from None
+        raise config_error from None

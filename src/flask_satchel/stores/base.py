@@ -220,14 +220,6 @@ class LockingStore(Store, t.Protocol):
 
 
 @t.runtime_checkable
-class RevokesByUser(t.Protocol):
-    """A store that ends a user's sessions by a mark rather than by deleting records (the cookie store)."""
-
-    def revoke_user(self, user: str, keep: str | None, now: float, lifetime: float) -> None:
-        """Refuse every session of ``user`` issued before ``now``, except ``keep``; the mark lasts ``lifetime``."""
-
-
-@t.runtime_checkable
 class HasSchema(t.Protocol):
     """A store that keeps its records in a table it can create (``flask session create-table``)."""
 

@@ -15,8 +15,12 @@ from markupsafe import Markup
 from ...errors import SerializationError
 from ...interface import SatchelSessionInterface
 from ...manager import SessionManager
+from ...stores.memory import MemoryStore
 from ..app import make_app, session
 from ..counting import CountingStore
+
+if t.TYPE_CHECKING:
+    from ...cookie import CookieSessionInterface
 
 __all__ = ["SessionContract"]
 
@@ -32,7 +36,7 @@ class SessionContract:
     def app(self, config: dict[str, t.Any], tmp_path: t.Any) -> t.Iterator[Flask]:
         app = self.make_app(config, tmp_path)
         yield app
-        app.extensions["satchel"].store.close()
+        app.extensions["satchel"].close()
 
     def make_app(self, config: dict[str, t.Any], tmp_path: t.Any) -> Flask:
         """An app on the store under test (see :func:`make_app`)."""
@@ -51,9 +55,15 @@ class SessionContract:
         return now
 
     def _counting(self, app: Flask) -> CountingStore:
-        interface = t.cast(SatchelSessionInterface, app.session_interface)
-        counting = CountingStore(interface.store)
-        interface.store = counting
+        """Count the store calls the app makes from now on (the cookie mode's: its revocation marks')."""
+        interface = app.session_interface
+        if isinstance(interface, SatchelSessionInterface):
+            counting = CountingStore(interface.store)
+            interface.store = counting
+            return counting
+        revocations = t.cast("CookieSessionInterface", interface).revocations
+        counting = CountingStore(revocations.store or MemoryStore())
+        revocations.store = counting
         return counting
 
     # 1. Typed round trip -----------------------------------------------------
@@ -236,7 +246,7 @@ class SessionContract:
             assert client.get("/get/a").text == "'1'"
         clock[0] += 11 * 60
         assert client.get("/get/a").text == "None"
-        app.extensions["satchel"].store.close()
+        app.extensions["satchel"].close()
 
     # 6. Cheap requests ----------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The encrypted cookie store: the session travels in the cookie, sealed.
+"""Sealing a session into its cookie, and opening it again.
 
 Flask's own cookie session is signed, not encrypted: anyone holding the cookie
 can base64-decode it and read what the app stored. Here the whole session,
@@ -13,11 +13,8 @@ AES-256-GCM:
 - Times travel inside the ciphertext, so the server enforces the idle and
   absolute timeouts even against an old cookie replayed later.
 
-A stateless session cannot be deleted on the server. What can be done is a
-per-user "valid after" mark, kept in a small server store
-(``SESSION_COOKIE_REVOCATION_URL``): cookies sealed before it are refused.
-That is :class:`CookieStore`'s whole server side; everything else here is
-cryptography and needs no Flask.
+This module is the cryptography and needs no Flask; ``revocations.py`` is
+the little the cookie mode keeps on a server, ``interface.py`` the rest.
 """
 
 from __future__ import annotations
@@ -36,12 +33,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from ..errors import NotSupported
-from .base import Change, Record, user_hash
-
-if t.TYPE_CHECKING:
-    from ..settings import Settings
-    from .base import Store
+from ..stores.base import Record
 
 _VERSION = b"\x01"
 _NONCE = 12
@@ -142,91 +134,3 @@ class Sealer:
             except (zlib.error, msgspec.DecodeError):
                 return None  # authentic but unreadable: an older format
         return None
-
-
-def _mark_key(user: str) -> str:
-    return user_hash(user, b"revoked-user:")
-
-
-class CookieStore:
-    """The server side of the cookie store: only per-user revocation marks.
-
-    A mark is kept as a :class:`Record` in any other store (SQLite, Redis, …):
-    ``created_at`` is the time before which this user's cookies are refused,
-    ``data`` may name one handle that is spared ("log out other devices").
-    """
-
-    def __init__(self, revocations: Store | None = None) -> None:
-        self.revocations = revocations
-        self.sealer = Sealer()
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> CookieStore:
-        revocations = None
-        if settings.revocation_settings is not None:
-            from . import open_store
-
-            revocations = open_store(settings.revocation_settings)
-        return cls(revocations)
-
-    def _no(self, what: str) -> NotSupported:
-        return NotSupported(f"the cookie store keeps sessions in browsers; it cannot {what}")
-
-    # Revocation marks --------------------------------------------------------
-
-    def valid_after(self, user: str) -> tuple[float, str | None]:
-        """(time before which ``user``'s cookies are refused, handle spared); (0, None) when unmarked."""
-        if self.revocations is None:
-            return 0.0, None
-        mark = self.revocations.load(_mark_key(user))
-        if mark is None:
-            return 0.0, None
-        kept = mark.data.get("keep")
-        return mark.created_at, None if kept is None else kept.decode()
-
-    def revoke_user(self, user: str, keep: str | None, now: float, lifetime: float) -> None:
-        """Refuse every cookie of ``user`` sealed before ``now`` but ``keep``'s."""
-        if self.revocations is None:
-            raise NotSupported(
-                "revoking cookie sessions needs a server store for revocation marks:"
-                " set SESSION_COOKIE_REVOCATION_URL (for example 'sqlite:///revocations.sqlite3')"
-            )
-        key = _mark_key(user)
-        self.revocations.delete(key)
-        # The mark lives as long as a cookie could: nothing older than the absolute lifetime is accepted.
-        data = {} if keep is None else {"keep": keep.encode()}
-        self.revocations.create(
-            key, Record(data=data, created_at=now, last_seen=now, expires_at=now + lifetime, user=None)
-        )
-
-    # The Store protocol: what a stateless store can and cannot do -------------
-
-    def load(self, key: str) -> Record | None:
-        raise self._no("load a session by key")
-
-    def create(self, key: str, record: Record) -> None:
-        raise self._no("create a session on the server")
-
-    def apply(self, key: str, change: Change) -> int | None:
-        raise self._no("change a session on the server")
-
-    def touch(self, key: str, last_seen: float, expires_at: float) -> bool:
-        raise self._no("refresh a session on the server")
-
-    def delete(self, key: str) -> bool:
-        raise self._no("revoke one session; use revoke_user(user), which needs SESSION_COOKIE_REVOCATION_URL")
-
-    def sessions(self, now: float, user: str | None = None) -> list[tuple[str, Record]]:
-        raise self._no("list sessions")
-
-    def cleanup(self, now: float) -> int:
-        if self.revocations is not None:
-            return self.revocations.cleanup(now)
-        return 0
-
-    def count(self, now: float) -> int:
-        raise self._no("count sessions")
-
-    def close(self) -> None:
-        if self.revocations is not None:
-            self.revocations.close()

@@ -1,10 +1,11 @@
-"""The ``SessionInterface`` of the encrypted cookie store.
+"""The ``SessionInterface`` of the encrypted cookie mode (``SESSION_TYPE = "cookie"``).
 
-Everything the server-side interface does about expiry, refresh, change
-detection and cookie attributes holds here too; what differs is where the
-session lives. It is sealed into the cookie (see ``stores/cookie.py``), so
-there is no sid (``session.sid`` is None), the handle is a random id sealed
-with the data, and a change means a new cookie rather than a store write.
+Expiry, refresh, change detection and cookie attributes work as for the
+server stores (``base_interface.py``); what differs is where the session
+lives. It is sealed into the cookie (``sealer.py``), so there is no sid
+(``session.sid`` is None), the handle is a random id sealed with the data,
+and a change means a new cookie rather than a store write. Revoking a user
+is a mark on a server (``revocations.py``).
 """
 
 from __future__ import annotations
@@ -12,32 +13,34 @@ from __future__ import annotations
 import secrets
 import typing as t
 
-from . import signals
-from .cookies import cookie_value
-from .errors import SessionTooLarge
-from .interface import SatchelSessionInterface, security_log
-from .legacy.flask_cookies import read_flask_cookie
-from .stores.base import merge
-from .stores.cookie import CookieStore, Sealed
+from .. import signals
+from ..base_interface import BaseSessionInterface, security_log
+from ..cookies import cookie_value
+from ..errors import SessionTooLarge
+from ..legacy.flask_cookies import read_flask_cookie
+from ..stores.base import merge
+from .sealer import Sealed, Sealer
 
 if t.TYPE_CHECKING:
     from flask import Flask, Response
 
-    from .session import ServerSession
-    from .settings import Settings
+    from ..session import ServerSession
+    from ..settings import Settings
+    from .revocations import Revocations
 
 #: The largest Set-Cookie browsers are sure to keep, as Flask counts it.
 MAX_COOKIE_SIZE = 4093
 
 
-class CookieSessionInterface(SatchelSessionInterface):
+class CookieSessionInterface(BaseSessionInterface):
     """Sessions sealed into the cookie with AES-256-GCM."""
 
-    store: CookieStore
+    needs_secret = True
 
-    def __init__(self, settings: Settings, store: CookieStore) -> None:
-        super().__init__(settings, store)
-        self.needs_secret = True
+    def __init__(self, settings: Settings, revocations: Revocations) -> None:
+        super().__init__(settings)
+        self.sealer = Sealer()
+        self.revocations = revocations
 
     def sid_for(self, session: ServerSession) -> str | None:
         return None
@@ -58,7 +61,7 @@ class CookieSessionInterface(SatchelSessionInterface):
         if value is None:
             return
         session._had_cookie = True
-        sealed = self.store.sealer.open(value, name, self._secrets(app))
+        sealed = self.sealer.open(value, name, self._secrets(app))
         if sealed is None:
             if self.settings.migrate_flask_cookies and self._take_over(
                 session, read_flask_cookie(app, value, self.settings.permanent), "Flask cookie"
@@ -74,7 +77,7 @@ class CookieSessionInterface(SatchelSessionInterface):
             security_log.info("Refused an expired session cookie (session %s)", sealed.handle)
             return
         if sealed.user is not None:
-            after, kept = self._guard(session, self.store.valid_after, sealed.user)
+            after, kept = self._guard(session, self.revocations.valid_after, sealed.user)
             if sealed.issued_at < after and sealed.handle != kept:
                 security_log.info("Refused a revoked session cookie (session %s)", sealed.handle)
                 return
@@ -126,7 +129,7 @@ class CookieSessionInterface(SatchelSessionInterface):
             user=record.user,
             data=record.data,
         )
-        value = self.store.sealer.seal(sealed, self.get_cookie_name(app), app.secret_key)  # type: ignore[arg-type]
+        value = self.sealer.seal(sealed, self.get_cookie_name(app), app.secret_key)  # type: ignore[arg-type]
         # Built once and measured, not built again by set_cookie: Werkzeug
         # checks a 2 KB value character by character with a regex.
         header = self.cookies.header(app, session._request, value, record, 0)
