@@ -17,7 +17,7 @@ LINT_PATHS := src tests examples $(wildcard bench)
 
 # The steps of "make test" depend on each other's order, even under make -j.
 .NOTPARALLEL:
-.PHONY: venv demo test services lint bench clean distclean
+.PHONY: venv demo test test-suites services lint bench clean distclean
 
 $(BIN)/python:
 	@# Debian ships venv (ensurepip) in a separate package.
@@ -56,6 +56,11 @@ lint: venv
 
 test: venv services lint
 	$(BIN)/pytest $(ARGS)
+
+# Third-party test-suites run against Flask-Satchel (tests marked "suite", which
+# "make test" leaves out because they take minutes); CI runs both.
+test-suites: venv services
+	$(BIN)/pytest -m suite $(ARGS)
 
 # The throughput suite drives gunicorn with wrk, from Debian's packages.
 bench: venv services
