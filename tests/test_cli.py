@@ -13,10 +13,11 @@ import typing as t
 import uuid
 
 import pytest
-from flask import Flask, session
+from flask import Flask
 from flask.testing import FlaskClient
 
 from flask_satchel import NotSupported, Session
+from flask_satchel import current_session as session
 
 
 @pytest.fixture(params=["memory", "sqlite", "filesystem"])

@@ -7,9 +7,10 @@ import os
 import time
 import typing as t
 
-from flask import Flask, session
+from flask import Flask
 
 from flask_satchel import Session
+from flask_satchel import current_session as session
 from flask_satchel.stores.base import Change, Record
 from flask_satchel.stores.filesystem import FileSystemStore
 from flask_satchel.stores.sqlite import SQLiteStore

@@ -13,13 +13,14 @@ import typing as t
 
 import pytest
 from conftest import value_app
-from flask import Flask, Request, session
+from flask import Flask, Request
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from markupsafe import Markup
 from werkzeug.test import EnvironBuilder
 
 from flask_satchel import Session
+from flask_satchel import current_session as session
 from flask_satchel.cookies import cookie_value
 
 
@@ -465,7 +466,7 @@ def test_a_read_only_request_that_hands_out_mutable_values_writes_nothing(tmp_pa
 def test_cookie_lookup_agrees_with_werkzeug(pairs: list[tuple[str, str]], separator: str) -> None:
     """The fast cookie lookup finds exactly what Werkzeug's parser finds."""
     header = separator.join(f"{name}={value}" for name, value in pairs)
-    request = Request(EnvironBuilder(headers={"Cookie": header}).get_environ())
+    request = Request(EnvironBuilder(headers=[("Cookie", header)]).get_environ())
     for name in ("session", "__Host-session"):
         expected = request.cookies.get(name)
         found = cookie_value(request, name)

@@ -7,10 +7,11 @@ import time
 import typing as t
 
 import pytest
-from flask import Flask, session
+from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from flask_satchel import ConfigError, Session
+from flask_satchel import current_session as session
 from flask_satchel import signals as sig
 from flask_satchel.errors import TooManySessions
 

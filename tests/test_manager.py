@@ -6,9 +6,10 @@ import typing as t
 
 import msgspec
 import pytest
-from flask import Flask, session
+from flask import Flask
 
 from flask_satchel import Session, SessionManager
+from flask_satchel import current_session as session
 from flask_satchel.stores.memory import MemoryStore
 
 T0 = 1_800_000_000.0
@@ -98,6 +99,7 @@ def test_migrate_to_copies_live_records_whole(app: Flask, manager: SessionManage
     assert manager.migrate_to(target, lambda done, total: calls.append((done, total))) == 3
     assert calls == [(0, 3), (1, 3), (2, 3), (3, 3)]
     assert target.load(stale) is None
+    assert manager.store is not None
     for handle in live:
         assert target.load(handle) == manager.store.load(handle)
 
@@ -112,6 +114,7 @@ def test_migrate_to_overwrites_only_what_differs(app: Flask, manager: SessionMan
     assert record is not None
     target.create(handles[0], msgspec.structs.replace(record, user="someone else"))
     assert manager.migrate_to(target) == 1
+    assert manager.store is not None
     assert target.load(handles[0]) == manager.store.load(handles[0])
 
 

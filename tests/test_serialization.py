@@ -11,12 +11,13 @@ import uuid
 
 import msgspec
 import pytest
-from flask import Flask, session
+from flask import Flask
 from hypothesis import given
 from hypothesis import strategies as st
 from markupsafe import Markup
 
 from flask_satchel import Session
+from flask_satchel import current_session as session
 from flask_satchel.serialization import MAX_DEPTH, SerializationError, decode, decode_value, encode, encode_value
 from flask_satchel.stores.base import Change
 
@@ -59,7 +60,7 @@ def same(a: t.Any, b: t.Any) -> bool:
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
     if isinstance(a, (dt.datetime, dt.time)):
-        return a == b and a.utcoffset() == b.utcoffset()
+        return bool(a == b) and a.utcoffset() == b.utcoffset()
     return bool(a == b)
 
 

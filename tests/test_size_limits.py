@@ -20,9 +20,10 @@ import uuid
 import pytest
 import sqlalchemy as sa
 from conftest import ServerProcess, require
-from flask import Flask, session
+from flask import Flask
 
 from flask_satchel import SessionTooLarge
+from flask_satchel import current_session as session
 from flask_satchel.manager import SessionManager
 from flask_satchel.testing import make_app
 
@@ -132,6 +133,7 @@ class SizeApp:
         return caught.value
 
     def close(self) -> None:
+        assert self.manager.store is not None
         self.manager.store.close()
 
 
@@ -170,6 +172,7 @@ def test_memcached_new_session_too_large_is_refused(small_memcached: Memcached, 
     app = make(_memcached_config(small_memcached))
     error = app.too_large("/fill/x/70000")
     _names(error, 70000, SMALL_ITEMS)
+    assert app.manager.store is not None
     assert app.manager.store.load(app.handles[-1]) is None
     assert app.get("/get/big") == "None"
     assert app.get("/set/a/1") == "ok"

@@ -24,12 +24,13 @@ from urllib.parse import urlsplit
 
 import pytest
 from conftest import ServerProcess, require, value_app
-from flask import Flask, session
+from flask import Flask
 from pymemcache.client.base import Client, PooledClient
 from pymemcache.client.hash import HashClient
 from pymemcache.serde import pickle_serde
 
 from flask_satchel import ConfigError, NotSupported, Session, StoreUnavailable
+from flask_satchel import current_session as session
 from flask_satchel.manager import SessionManager
 from flask_satchel.settings import Settings
 from flask_satchel.stores.base import Change, Record
@@ -160,6 +161,7 @@ class TestMemcachedApp(AppContract):
                 assert slow.result()[0] == 200
             _, body, _ = http_get(address, "/dump", cookie)
         assert body == "[]"
+        assert manager.store is not None
         assert manager.store.load(handle) is None
 
 
@@ -218,6 +220,7 @@ def test_31_day_session_survives(memcached: MemcachedServer) -> None:
     assert client.get("/get").text == "['apple']"  # also a refresh (a touch), interval 0
     assert client.get("/get").text == "['apple']"
     assert _remaining_ttl(memcached, manager.settings.key_prefix + handle) > 30 * DAY
+    assert manager.store is not None
     manager.store.close()
 
 
@@ -551,7 +554,7 @@ def test_dead_server_of_several_is_never_no_session(
         for key in keys:
             store.create(key, _record(time.time() + 3600))
         private_memcached.kill()
-        outcomes = {}
+        outcomes: dict[str, bool | str] = {}
         for key in keys:
             try:
                 outcomes[key] = store.load(key) is not None
