@@ -34,7 +34,7 @@ from flask_satchel import (
 )
 
 if t.TYPE_CHECKING:
-    from typing import assert_type
+    from typing_extensions import assert_type  # typing's own is Python 3.11+; mypy ships this module's stub
 else:
 
     def assert_type(value: object, _type: object) -> object:
