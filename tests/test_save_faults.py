@@ -82,9 +82,9 @@ def test_outages_are_logged_for_reads_and_folded(tmp_path: t.Any, caplog: pytest
         assert "unavailable" in lines[0].getMessage()
         clock[0] += outages.interval
         assert client.get("/get").status_code == 503
-    lines = [r.getMessage() for r in caplog.records if r.name == "flask_satchel"]
-    assert len(lines) == 2
-    assert "3 more failures" in lines[1]
+    messages = [r.getMessage() for r in caplog.records if r.name == "flask_satchel"]
+    assert len(messages) == 2
+    assert "3 more failures" in messages[1]
 
 
 def test_failing_periodic_cleanup_never_fails_the_request(tmp_path: t.Any, caplog: pytest.LogCaptureFixture) -> None:

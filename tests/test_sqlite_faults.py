@@ -55,6 +55,7 @@ def test_damaged_database_is_a_503_that_names_the_file(
     """A damaged or foreign database file makes session requests 503 with Retry-After, logged with the file's path."""
     app = _app(tmp_path)
     manager: SessionManager = app.extensions["satchel"]
+    assert manager.store is not None
     path = os.path.join(tmp_path, "sessions.db")
     browser = app.test_client()
     for i in range(20):  # rows on pages past the first

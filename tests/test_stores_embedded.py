@@ -22,7 +22,7 @@ from flask_satchel.testing.contract import AppContract, StoreContract
 
 class TestMemoryStore(StoreContract):
     @pytest.fixture
-    def store(self) -> t.Iterator[MemoryStore]:
+    def store(self) -> MemoryStore:
         return MemoryStore()
 
 
@@ -38,7 +38,7 @@ class TestFileSystemStore(StoreContract):
     lock_leases = False  # flock: the kernel releases it when the holder dies
 
     @pytest.fixture
-    def store(self, tmp_path: t.Any) -> t.Iterator[FileSystemStore]:
+    def store(self, tmp_path: t.Any) -> FileSystemStore:
         return FileSystemStore(str(tmp_path / "sessions"))
 
 
