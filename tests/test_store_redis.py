@@ -17,6 +17,7 @@ import uuid
 import warnings
 from urllib.parse import urlsplit
 
+import msgspec
 import pytest
 import redis
 from conftest import ServerProcess, require, value_app
@@ -280,15 +281,31 @@ def test_change_that_keeps_losing_gives_up_with_unavailable(
         other.close()
 
 
-def test_key_of_another_layout_reads_as_unreadable(shared: redis.Redis, prefix: str) -> None:
-    """A key of another type (a hash of an older layout) reads as unreadable, is not counted, and can be deleted."""
+def test_key_of_another_type_is_an_error_not_a_session(shared: redis.Redis, prefix: str) -> None:
+    """A key of another type under a session's name is Redis's WRONGTYPE error, raised, never read as a session."""
     store = _store(prefix)
     try:
         shared.hset(f"{prefix}{{{'5' * 32}}}", "a", "b")
-        with pytest.raises(ValueError, match="not a session record"):
+        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+            store.load("5" * 32)
+        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+            store.count(0.0)
+        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+            store.delete("5" * 32)
+        assert shared.type(f"{prefix}{{{'5' * 32}}}") == b"hash"  # left as it was
+    finally:
+        store.close()
+
+
+def test_unreadable_string_is_no_session(shared: redis.Redis, prefix: str) -> None:
+    """A string no store wrote under a session's name reads as unreadable, is not counted, and can be deleted."""
+    store = _store(prefix)
+    try:
+        shared.set(f"{prefix}{{{'5' * 32}}}", b"\xc1 not msgpack")
+        with pytest.raises(msgspec.DecodeError):  # a ValueError: the interface starts a new session
             store.load("5" * 32)
         assert store.count(0.0) == 0
-        assert store.delete("5" * 32)  # revoking it still removes it
+        assert store.delete("5" * 32)
         assert shared.exists(f"{prefix}{{{'5' * 32}}}") == 0
     finally:
         store.close()

@@ -197,11 +197,6 @@ def _misconfiguration(error: BaseException) -> str | None:
     return None
 
 
-def _wrong_type(error: redis.ResponseError) -> bool:
-    """Whether Redis refused a command because the key holds another type: a key of an older layout."""
-    return str(error).startswith("WRONGTYPE")
-
-
 def _glob_escape(text: str) -> str:
     """``text`` matched literally by a Redis glob pattern (SCAN MATCH)."""
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
@@ -577,19 +572,15 @@ class RedisStore:
             pipe = self.client.pipeline(transaction=False)
             for key in keys:
                 pipe.get(self._key(key))
-            values = pipe.execute(raise_on_error=False)
+            values = pipe.execute()
         records: list[Record | None] = []
         for value in values:
-            if isinstance(value, Exception):  # raise_on_error=False hands errors back as values
-                unavailable = self._unavailable.error_for(value)
-                if unavailable is not None:
-                    raise unavailable from value
             try:
-                record = decode_record(value)
-            except (ValueError, TypeError):  # gone, of another layout, unreadable: not a live session
-                records.append(None)
-                continue
-            record.data = {}
+                record = None if value is None else decode_record(value)
+            except ValueError:  # bytes no store wrote: not a live session
+                record = None
+            if record is not None:
+                record.data = {}
             records.append(record)
         return records
 
@@ -609,12 +600,7 @@ class RedisStore:
     # The Store protocol ------------------------------------------------------------
 
     def load(self, key: str) -> Record | None:
-        try:
-            value = self._send(("GET", self._key(key)))
-        except redis.ResponseError as e:
-            if not _wrong_type(e):
-                raise
-            raise ValueError(f"not a session record: {e}") from e
+        value = self._send(("GET", self._key(key)))
         if value is None:
             return None
         record = decode_record(value)
@@ -672,16 +658,10 @@ class RedisStore:
         return self._update(key, edit) is not None
 
     def delete(self, key: str) -> bool:
-        name = self._key(key)
-        try:
-            value = self._send(("GETDEL", name))
-        except redis.ResponseError as e:
-            if not _wrong_type(e):
-                raise
-            return bool(self._send(("DEL", name)))  # not a record of this layout: it goes all the same
+        value = self._send(("GETDEL", self._key(key)))
         if value is None:
             return False
-        with contextlib.suppress(ValueError, TypeError):
+        with contextlib.suppress(ValueError):  # unreadable bytes: the record goes all the same
             user = decode_record(value).user
             if user is not None:
                 self._drop_from_index([user], key)
