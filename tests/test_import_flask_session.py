@@ -31,7 +31,7 @@ import typing as t
 import uuid
 import warnings
 
-import flask_session
+import flask_session  # type: ignore[import-untyped]  # Flask-Session 0.8 ships no type information (no py.typed)
 import msgspec
 import pytest
 import redis
@@ -133,8 +133,14 @@ class RedisBackend(Backend):
     def __init__(self, port: int = 6379) -> None:
         super().__init__()
         # No retries: redis-py's default would back off for seconds against a server a test has stopped.
-        options = {"socket_timeout": 2, "socket_connect_timeout": 2, "retry": Retry(NoBackoff(), 0)}
-        self.client = redis.Redis(host="127.0.0.1", port=port, db=REDIS_DB, **options)
+        self.client = redis.Redis(
+            host="127.0.0.1",
+            port=port,
+            db=REDIS_DB,
+            socket_timeout=2,
+            socket_connect_timeout=2,
+            retry=Retry(NoBackoff(), 0),
+        )
         try:
             ok = bool(self.client.ping())
         except redis.RedisError:
@@ -466,6 +472,7 @@ def _check_switch(
     if tweak is not None:
         tweak(after)
     manager: SessionManager = after.extensions["satchel"]
+    assert manager.store is not None
     try:
         for name, old in cookies.items():
             body, browser = _whoami(after, old)
@@ -687,7 +694,7 @@ def test_a_store_down_during_the_import_is_a_503(store: str, tmp_path: t.Any) ->
         server = MemcachedServer()
     server.start()
     try:
-        backend: Backend = RedisBackend(server.port) if store == "redis" else MemcachedBackend(server)
+        backend: Backend = RedisBackend(server.port) if isinstance(server, RedisServer) else MemcachedBackend(server)
         try:
             # Signed: Flask-Satchel's own signer refuses the cookie, so the importer is the first to ask the store.
             config = _config(backend, SESSION_USE_SIGNER=True)

@@ -30,7 +30,7 @@ import redis
 import sqlalchemy as sa
 from conftest import add_value_views, require
 from flask import Flask
-from flask_session import Session as FlaskSession
+from flask_session import Session as FlaskSession  # type: ignore[import-untyped]  # Flask-Session 0.8: no py.typed
 from flask_sqlalchemy import SQLAlchemy
 from test_outage_sql import Relay
 from test_store_memcached import MemcachedServer
@@ -156,7 +156,7 @@ def _is_503(response: t.Any) -> bool:
 
 def _close(app: Flask) -> None:
     manager = t.cast("SessionManager | None", app.extensions.get("satchel"))
-    if manager is not None:
+    if manager is not None and manager.store is not None:
         manager.store.close()
 
 
