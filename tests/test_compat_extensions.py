@@ -20,20 +20,22 @@ import pytest
 from flask import Flask, flash, get_flashed_messages, redirect, request
 from flask import session as _session
 from flask.globals import request_ctx
-from flask_login import (
+
+# Flask-Login 0.6, Flask-WTF 1.3 and WTForms 3.3 ship no type information (no py.typed): their names are Any.
+from flask_login import (  # type: ignore[import-untyped]
     LoginManager,
     UserMixin,
     confirm_login,
     current_user,
-    fresh_login_required,
     login_fresh,
-    login_required,
     login_user,
     logout_user,
 )
-from flask_wtf import FlaskForm
-from flask_wtf.csrf import CSRFProtect, generate_csrf
-from wtforms import StringField
+from flask_login import fresh_login_required as _fresh_login_required
+from flask_login import login_required as _login_required
+from flask_wtf import FlaskForm  # type: ignore[import-untyped]
+from flask_wtf.csrf import CSRFProtect, generate_csrf  # type: ignore[import-untyped]
+from wtforms import StringField  # type: ignore[import-untyped]
 
 from flask_satchel import Session, SessionManager
 from flask_satchel.interface import SatchelSessionInterface
@@ -41,6 +43,19 @@ from flask_satchel.session import ServerSession
 
 #: ``flask.session``, typed as what Flask-Satchel puts there.
 session = t.cast(ServerSession, _session)
+
+View = t.TypeVar("View", bound=t.Callable[..., t.Any])
+
+
+def login_required(view: View) -> View:
+    """Flask-Login's ``login_required``, typed: it wraps the view with ``functools.wraps``."""
+    return t.cast(View, _login_required(view))
+
+
+def fresh_login_required(view: View) -> View:
+    """Flask-Login's ``fresh_login_required``, typed: it wraps the view with ``functools.wraps``."""
+    return t.cast(View, _fresh_login_required(view))
+
 
 #: Store name to the config that selects it, given a fresh temporary directory.
 STORES: dict[str, t.Callable[[Path], dict[str, t.Any]]] = {
@@ -98,7 +113,7 @@ def set_cookie_headers(response: t.Any, name: str = "session") -> list[str]:
 # Flask-Login -------------------------------------------------------------------
 
 
-class User(UserMixin):
+class User(UserMixin):  # type: ignore[misc]  # UserMixin is Any (Flask-Login has no types)
     def __init__(self, user_id: str) -> None:
         self.id = user_id
 
@@ -108,9 +123,10 @@ def login_app(app: Flask) -> Flask:
     """An app with Flask-Login: log in (optionally remembered or permanent), whoami, protected pages."""
     login_manager = LoginManager(app)
 
-    @login_manager.user_loader
     def load_user(user_id: str) -> User:
         return User(user_id)
+
+    login_manager.user_loader(load_user)
 
     @app.get("/login/<name>")
     def login(name: str) -> str:
@@ -271,7 +287,7 @@ def test_revoking_user_logs_out_flask_login(login_app: Flask) -> None:
 # Flask-WTF ----------------------------------------------------------------------
 
 
-class NameForm(FlaskForm):
+class NameForm(FlaskForm):  # type: ignore[misc]  # FlaskForm is Any (Flask-WTF has no types)
     name = StringField()
 
 
@@ -283,7 +299,7 @@ def csrf_app(app: Flask) -> Flask:
 
     @app.get("/form")
     def form() -> str:
-        return generate_csrf()
+        return t.cast(str, generate_csrf())
 
     @app.post("/submit")
     def submit() -> str:
