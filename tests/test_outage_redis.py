@@ -242,7 +242,7 @@ def test_requests_reuse_pooled_connections(app: Flask, server: RedisServer) -> N
     assert after == before
 
 
-# The store's own sockets (stores/_resp.py) ----------------------------------------------
+# Connections --------------------------------------------------------------------------
 
 
 def test_sockets_the_server_closed_are_replaced_without_an_error(app: Flask, server: RedisServer) -> None:

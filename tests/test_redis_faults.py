@@ -7,10 +7,10 @@ always stopped at the end. What is checked is what a user and an operator
 see: the status code and ``Retry-After``, whether sessions read back, the
 ``ConfigError`` at startup, and the log line that says what is wrong.
 
-Each test runs on the store's own sockets (``url``, and a plain client in
-``SESSION_REDIS``: ``client``) and on redis-py's (``redis-py``: a client with
-a setting those sockets do not reproduce); the full-memory test also on a
-Sentinel and a Cluster.
+Each test runs on a client the store makes from ``SESSION_URL`` (``url``: a
+connection per thread) and on one the app hands over in ``SESSION_REDIS``
+(``client``: its own pool); the full-memory test also on a Sentinel and a
+Cluster.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from redis.retry import Retry
 from test_store_redis import RedisServer
 
 from flask_satchel.errors import ConfigError
-from flask_satchel.stores import _resp
 from flask_satchel.testing import make_app
 
 TIMEOUT = 0.5
@@ -77,12 +76,10 @@ def apps(tmp_path: t.Any) -> t.Iterator[t.Callable[[dict[str, t.Any]], Flask]]:
 
 
 def _config(path: str, port: int, *, db: int = 0, password: str | None = None) -> dict[str, t.Any]:
-    """The app config of a store on ``port`` reached by ``path``: "url", "client" or "redis-py"."""
+    """The app config of a store on ``port`` reached by ``path``: "url" or "client"."""
     if path == "url":
         auth = f":{password}@" if password is not None else ""
         return {"SESSION_URL": f"redis://{auth}127.0.0.1:{port}/{db}"}
-    # client_name is a setting the store's own sockets do not reproduce: redis-py serves that client.
-    options = {"client_name": "satchel-faults"} if path == "redis-py" else {}
     client = redis.Redis(
         host="127.0.0.1",
         port=port,
@@ -91,9 +88,7 @@ def _config(path: str, port: int, *, db: int = 0, password: str | None = None) -
         socket_timeout=TIMEOUT,
         socket_connect_timeout=TIMEOUT,
         retry=Retry(NoBackoff(), 0),  # redis-py's default retries with backoff would only slow the outages down
-        **options,
     )
-    assert (_resp.for_client(client) is None) is (path == "redis-py")
     return {"SESSION_TYPE": "redis", "SESSION_REDIS": client}
 
 
@@ -153,7 +148,7 @@ def _limit(data: redis.Redis) -> None:
         data.config_set("maxmemory", int(data.info("memory")["used_memory"]) + 256 * 1024)
 
 
-@pytest.mark.parametrize("kind", ["url", "client", "redis-py", "sentinel", "cluster"])
+@pytest.mark.parametrize("kind", ["url", "client", "sentinel", "cluster"])
 def test_full_memory_refuses_writes_with_503_and_keeps_sessions(
     servers: Start, apps: t.Callable[[dict[str, t.Any]], Flask], caplog: pytest.LogCaptureFixture, kind: str
 ) -> None:
@@ -181,7 +176,7 @@ def test_full_memory_refuses_writes_with_503_and_keeps_sessions(
 # Servers that answer, but refuse -------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["url", "redis-py"])
+@pytest.mark.parametrize("path", ["url", "client"])
 def test_read_only_replica_refuses_writes_with_503_and_serves_reads(
     servers: Start, apps: t.Callable[[dict[str, t.Any]], Flask], caplog: pytest.LogCaptureFixture, path: str
 ) -> None:
@@ -251,7 +246,7 @@ def _failed_save(client: redis.Redis, server: RedisServer) -> t.Callable[[], t.A
     return lambda: client.config_set("save", "")
 
 
-@pytest.mark.parametrize("path", ["url", "redis-py"])
+@pytest.mark.parametrize("path", ["url", "client"])
 @pytest.mark.parametrize("refuse", [_no_replicas, _failed_save], ids=["NOREPLICAS", "MISCONF"])
 def test_server_refusing_writes_is_a_503_and_reads_work(
     servers: Start,
@@ -273,7 +268,7 @@ def test_server_refusing_writes_is_a_503_and_reads_work(
     admin.close()
 
 
-@pytest.mark.parametrize("path", ["url", "redis-py"])
+@pytest.mark.parametrize("path", ["url", "client"])
 def test_replica_without_its_master_is_a_503_for_reads_and_writes(
     servers: Start, apps: t.Callable[[dict[str, t.Any]], Flask], caplog: pytest.LogCaptureFixture, path: str
 ) -> None:
@@ -293,7 +288,7 @@ def test_replica_without_its_master_is_a_503_for_reads_and_writes(
     admin.close()
 
 
-@pytest.mark.parametrize("path", ["url", "redis-py"])
+@pytest.mark.parametrize("path", ["url", "client"])
 def test_server_busy_with_a_script_is_a_503(
     servers: Start, apps: t.Callable[[dict[str, t.Any]], Flask], path: str
 ) -> None:
@@ -332,7 +327,7 @@ def test_server_busy_with_a_script_is_a_503(
 # Settings that cannot work -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["url", "client", "redis-py"])
+@pytest.mark.parametrize("path", ["url", "client"])
 def test_missing_database_is_a_config_error_at_init(
     servers: Start, apps: t.Callable[[dict[str, t.Any]], Flask], path: str
 ) -> None:
@@ -355,7 +350,7 @@ def _require_password(server: RedisServer) -> None:
 
 
 @pytest.mark.parametrize("password", [None, "wrong"], ids=["no-password", "wrong-password"])
-@pytest.mark.parametrize("path", ["url", "client", "redis-py"])
+@pytest.mark.parametrize("path", ["url", "client"])
 def test_refused_credentials_are_a_config_error_at_init(
     servers: Start, apps: t.Callable[[dict[str, t.Any]], Flask], path: str, password: str | None
 ) -> None:
@@ -376,7 +371,7 @@ def test_refused_credentials_are_a_config_error_at_init(
 @pytest.mark.parametrize(
     ("wrong", "problem"), [({"db": 99}, "no database"), ({"password": "wrong"}, "credentials")], ids=["db", "password"]
 )
-@pytest.mark.parametrize("path", ["url", "client", "redis-py"])
+@pytest.mark.parametrize("path", ["url", "client"])
 def test_misconfigured_store_down_at_init_starts_and_its_503_names_the_problem(
     servers: Start,
     apps: t.Callable[[dict[str, t.Any]], Flask],
