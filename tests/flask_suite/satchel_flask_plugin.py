@@ -36,7 +36,7 @@ from flask import Flask
 from flask_satchel import Session
 
 if t.TYPE_CHECKING:
-    from flask_satchel.stores.base import Store
+    from flask_satchel import SessionManager
 
 # Flask's conftest uses ``_pytest.monkeypatch.notset``, which pytest 9 renamed
 # to ``_pytest.compat.NOTSET``; restore the old name so it runs unchanged.
@@ -45,8 +45,8 @@ if not hasattr(_pytest.monkeypatch, "notset"):
 
 _original_init = Flask.__init__
 _signature = inspect.signature(_original_init)
-#: Stores opened during the running test, closed when it ends.
-_stores: list[Store] = []
+#: The managers of the apps made during the running test: their stores are closed when it ends.
+_managers: list[SessionManager] = []
 
 
 def _satchel_init(self: Flask, *args: t.Any, **kwargs: t.Any) -> None:
@@ -59,8 +59,7 @@ def _satchel_init(self: Flask, *args: t.Any, **kwargs: t.Any) -> None:
         return  # the test brings its own interface: that is what it tests
     self.config["SESSION_TYPE"] = os.environ["SATCHEL_FLASK_TYPE"]
     self.config.update(json.loads(os.environ.get("SATCHEL_FLASK_CONFIG") or "{}"))
-    manager = Session().init_app(self)
-    _stores.append(manager.store)
+    _managers.append(Session().init_app(self))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -74,6 +73,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_teardown(item: pytest.Item) -> t.Iterator[None]:
     yield
-    item.user_properties.append(("satchel_apps", len(_stores)))
-    while _stores:
-        _stores.pop().close()
+    item.user_properties.append(("satchel_apps", len(_managers)))
+    while _managers:
+        _managers.pop().close()

@@ -67,7 +67,7 @@ from flask_satchel import Session
 if t.TYPE_CHECKING:
     from flask.ctx import RequestContext
 
-    from flask_satchel.stores.base import Store
+    from flask_satchel import SessionManager
 
 #: The suite's helpers that decode Flask's session cookie, and what each is given.
 COOKIE_READERS = {"tests.test_utils": {"get_session": "response", "get_existing_session": "client"}}
@@ -80,9 +80,10 @@ _signature = inspect.signature(_original_init)
 _seen: weakref.WeakSet[Flask] = weakref.WeakSet()
 #: The app that opened the latest request: the one a response came from.
 _last_app: Flask | None = None
-#: Apps that opened a request during the running test, and those switched to Flask-Satchel.
+#: Apps that opened a request during the running test.
 _request_apps = 0
-_stores: list[Store] = []
+#: The managers of the apps switched to Flask-Satchel: their stores are closed when the test ends.
+_managers: list[SessionManager] = []
 #: Cookie reads in the running test: served from the store, or (spying) that found nothing.
 _cookie_reads = 0
 _app_numbers = itertools.count()
@@ -114,7 +115,7 @@ def _switch(app: Flask) -> None:
     if "SESSION_NO_STORE" not in config and app.config.get("SECURITY_CACHE_CONTROL", ...) is None:
         config["SESSION_NO_STORE"] = False  # an explicit value in SATCHEL_SUITE_CONFIG wins
     app.config.update(config)
-    _stores.append(Session().init_app(app).store)
+    _managers.append(Session().init_app(app))
 
 
 def _satchel_request_context(self: Flask, environ: t.Any) -> RequestContext:
@@ -202,8 +203,8 @@ def pytest_runtest_teardown(item: pytest.Item) -> t.Iterator[None]:
     global _request_apps, _cookie_reads
     yield
     item.user_properties.append(("request_apps", _request_apps))
-    item.user_properties.append(("satchel_apps", len(_stores)))
+    item.user_properties.append(("satchel_apps", len(_managers)))
     item.user_properties.append(("cookie_reads", _cookie_reads))
     _request_apps = _cookie_reads = 0
-    while _stores:
-        _stores.pop().close()
+    while _managers:
+        _managers.pop().close()
