@@ -34,30 +34,24 @@ class RedisStore:
     attempts = 50
 
     def __init__(
-        self,
-        client: t.Any,
-        *,
-        prefix: str = "session:",
-        index_lifetime: float = 30 * 86400.0,
-        owns_client: bool = False,
-        also_close: t.Sequence[t.Any] = (),
-        config_key: str = "SESSION_REDIS",
+        self, opened: clients.Opened, *, prefix: str = "session:", index_lifetime: float = 30 * 86400.0
     ) -> None:
+        client = opened.client
         if not isinstance(client, LazyCluster):
             clients.check_client(client)
         self._client = client
-        #: Maps redis-py's errors to ``StoreUnavailable``; ``config_key`` is what its messages tell to fix.
-        self._unavailable = Unavailable(clients.where(client), config_key)
+        #: Maps redis-py's errors to ``StoreUnavailable``; its messages name the key that set the client up.
+        self._unavailable = Unavailable(clients.where(client), opened.key)
         self.prefix = prefix
         #: Each user's sessions, and the listings.
         self._index = Index(prefix, index_lifetime, lambda: self.client, self._unavailable)
         self._key = self._index.session
         #: Close the client in ``close()``: only a client this store created.
-        self.owns_client = owns_client
-        self._also_close = list(also_close)
+        self.owns_client = opened.owned
+        self._also_close = list(opened.also_close)
         #: For a client this store made on one server (or Sentinel's master): a
         #: connection per thread for a request's commands; else None (the client's pool).
-        self._per_thread = PerThread(client) if owns_client and isinstance(client, redis.Redis) else None
+        self._per_thread = PerThread(client) if opened.owned and isinstance(client, redis.Redis) else None
         #: The client to send this request's commands on (call it inside ``self._unavailable``).
         self._conn: t.Callable[[], t.Any]
         if self._per_thread is not None:
@@ -71,14 +65,8 @@ class RedisStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisStore:
-        opened = clients.from_settings(settings)
         store = cls(
-            opened.client,
-            prefix=settings.key_prefix,
-            index_lifetime=settings.absolute_lifetime,
-            owns_client=opened.owned,
-            also_close=opened.also_close,
-            config_key=opened.key,
+            clients.from_settings(settings), prefix=settings.key_prefix, index_lifetime=settings.absolute_lifetime
         )
         try:
             startup.check(store._client, store._unavailable, settings.store_timeout)
