@@ -41,7 +41,8 @@ def _cluster_ok(ports: list[int]) -> bool:
     for port in ports:
         client = redis.Redis(port=port, socket_timeout=1)
         try:
-            if client.execute_command("CLUSTER INFO").get("cluster_state") != "ok":
+            # redis-py leaves execute_command, ClusterNode, Sentinel and its methods unannotated (here and below).
+            if client.execute_command("CLUSTER INFO").get("cluster_state") != "ok":  # type: ignore[no-untyped-call]
                 return False
         except redis.RedisError:
             return False
@@ -142,7 +143,7 @@ class TestClusterClientStore(TestClusterStore):
 
     @pytest.fixture
     def store(self, cluster: list[int]) -> t.Iterator[RedisStore]:
-        client = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", cluster[0])], socket_timeout=2)
+        client = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", cluster[0])], socket_timeout=2)  # type: ignore[no-untyped-call]
         yield RedisStore.from_settings(Settings(type="redis", client=client, key_prefix=_prefix()))
         client.close()
 
@@ -159,7 +160,7 @@ class TestClusterAppClient(AppContract):
 
     @pytest.fixture
     def config(self, cluster: list[int]) -> t.Iterator[dict[str, t.Any]]:
-        client = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", cluster[1])], socket_timeout=2)
+        client = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", cluster[1])], socket_timeout=2)  # type: ignore[no-untyped-call]
         yield {"SESSION_TYPE": "redis", "SESSION_REDIS": client}
         client.close()
 
@@ -207,6 +208,7 @@ def test_cluster_down_at_startup_is_not_fatal(tmp_path: t.Any) -> None:
     assert response.status_code == 503
     assert "Retry-After" in response.headers
     manager: SessionManager = app.extensions["satchel"]
+    assert manager.store is not None
     manager.store.close()
 
 
@@ -228,8 +230,8 @@ class TestSentinelClientStore(TestSentinelStore):
 
     @pytest.fixture
     def store(self, sentinel: int) -> t.Iterator[RedisStore]:
-        watcher = Sentinel([("127.0.0.1", sentinel)], socket_timeout=2)
-        client = watcher.master_for(SERVICE, socket_timeout=2)
+        watcher = Sentinel([("127.0.0.1", sentinel)], socket_timeout=2)  # type: ignore[no-untyped-call]
+        client = watcher.master_for(SERVICE, socket_timeout=2)  # type: ignore[no-untyped-call]
         yield RedisStore.from_settings(Settings(type="redis", client=client, key_prefix=_prefix()))
         client.close()
         for each in watcher.sentinels:
@@ -250,8 +252,8 @@ def test_sentinel_url_reaches_the_master(sentinel: int) -> None:
     try:
         now = time.time()
         store.create("a" * 32, Record(data={"a": b"1"}, created_at=now, last_seen=now, expires_at=now + 60))
-        watcher = Sentinel([("127.0.0.1", sentinel)], socket_timeout=2)
-        host, port = watcher.discover_master(SERVICE)
+        watcher = Sentinel([("127.0.0.1", sentinel)], socket_timeout=2)  # type: ignore[no-untyped-call]
+        host, port = watcher.discover_master(SERVICE)  # type: ignore[no-untyped-call]
         for each in watcher.sentinels:
             each.close()
         master = redis.Redis(host=host, port=port, db=3, socket_timeout=2)

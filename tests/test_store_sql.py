@@ -991,6 +991,7 @@ def test_flask_sqlalchemy_db_session_is_never_committed(postgresql: Backend) -> 
     app.config["SESSION_SQLALCHEMY"] = db
     Session(app)
     manager: SessionManager = app.extensions["satchel"]
+    assert manager.store is not None
 
     @app.get("/note")
     def note() -> str:
