@@ -41,6 +41,7 @@ def app(server: RedisServer, tmp_path: t.Any) -> t.Iterator[Flask]:
     app = make_app({"SESSION_URL": f"redis://127.0.0.1:{server.port}/0", "SESSION_STORE_TIMEOUT": TIMEOUT}, tmp_path)
     yield app
     manager: SessionManager = app.extensions["satchel"]
+    assert manager.store is not None
     manager.store.close()
 
 
@@ -141,8 +142,8 @@ def _sent_by(server: RedisServer, request: t.Callable[[], t.Any]) -> list[str]:
     watcher = server.client()
     try:
         marker.ping()
-        own_port = int(marker.client_info()["addr"].rpartition(":")[2])
-        with watcher.monitor() as monitor:
+        own_port = int(t.cast(str, marker.client_info()["addr"]).rpartition(":")[2])  # "host:port"
+        with watcher.monitor() as monitor:  # type: ignore[no-untyped-call]  # redis-py leaves monitor unannotated
             request()
             marker.echo("end-of-request")
             sent = []

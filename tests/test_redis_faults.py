@@ -30,6 +30,7 @@ from redis.retry import Retry
 from test_store_redis import RedisServer
 
 from flask_satchel.errors import ConfigError
+from flask_satchel.interface import SatchelSessionInterface
 from flask_satchel.testing import make_app
 
 TIMEOUT = 0.5
@@ -135,8 +136,12 @@ def _deploy(kind: str, servers: Start) -> tuple[dict[str, t.Any], redis.Redis]:
         port = free_port(bus=True)
         node = servers(*full, "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf", port=port)
         data = node.client()
-        data.execute_command("CLUSTER ADDSLOTSRANGE", 0, 16383)  # one node serving every slot
-        _wait_for(lambda: data.execute_command("CLUSTER INFO")["cluster_state"] == "ok", "cluster_state:ok")
+        # One node serving every slot; redis-py leaves execute_command unannotated.
+        data.execute_command("CLUSTER ADDSLOTSRANGE", 0, 16383)  # type: ignore[no-untyped-call]
+        _wait_for(
+            lambda: data.execute_command("CLUSTER INFO")["cluster_state"] == "ok",  # type: ignore[no-untyped-call]
+            "cluster_state:ok",
+        )
         return {"SESSION_URL": f"redis+cluster://127.0.0.1:{port}"}, data
     server = servers(*full, "--maxmemory", "1mb")
     return _config(kind, server.port), server.client()
@@ -144,7 +149,7 @@ def _deploy(kind: str, servers: Start) -> tuple[dict[str, t.Any], redis.Redis]:
 
 def _limit(data: redis.Redis) -> None:
     """A cluster node, and a master its Sentinel talks to, use more than 1 MB from the start: a limit just above."""
-    if int(data.config_get("maxmemory")["maxmemory"]) == 0:
+    if int(t.cast(str, data.config_get("maxmemory")["maxmemory"])) == 0:  # a parameter that always has a value
         data.config_set("maxmemory", int(data.info("memory")["used_memory"]) + 256 * 1024)
 
 
@@ -385,7 +390,8 @@ def test_misconfigured_store_down_at_init_starts_and_its_503_names_the_problem(
     with caplog.at_level(logging.INFO, logger="flask_satchel"):
         app = apps(_config(path, port, **wrong))  # no exception: the server is not there yet
     assert any("did not answer at startup" in m and f":{port}/" in m for m in _logged(caplog, logging.INFO))
-    app.session_interface.outages.interval = 0  # log every failure, not one every few seconds
+    outages = t.cast(SatchelSessionInterface, app.session_interface).outages
+    outages.interval = 0  # log every failure, not one every few seconds
     browser = app.test_client()
     assert _is_503(browser.get("/set/a/1"))
 

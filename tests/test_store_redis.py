@@ -316,7 +316,7 @@ def test_load_of_a_large_session(prefix: str) -> None:
 
         now = time.time()
         data = {f"k{i}": bytes([i % 256]) * (i % 300) for i in range(3000)}
-        store.create("8" * 32, _record(now, **data))
+        store.create("8" * 32, Record(data=data, created_at=now, last_seen=now, expires_at=now + 3600))
         change = {f"k{i}": b"new" for i in range(0, 3000, 2)}
         removed = ["k1", "k3"]
         assert store.apply("8" * 32, Change(set=change, removed=removed, last_seen=now, expires_at=now + 60)) == 2998
