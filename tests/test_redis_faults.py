@@ -27,6 +27,7 @@ from conftest import free_port, require
 from flask import Flask
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 from test_store_redis import RedisServer
 
 from flask_satchel.errors import ConfigError
@@ -327,6 +328,47 @@ def test_server_busy_with_a_script_is_a_503(
     assert browser.get("/get/a").text == "'1'"
     blocker.close()
     admin.close()
+
+
+# A server that hangs, then answers ------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["url", "client", "sentinel", "sentinel-client"])
+def test_reply_that_came_too_late_is_never_read_by_the_next_request(
+    servers: Start, apps: t.Callable[[dict[str, t.Any]], Flask], kind: str
+) -> None:
+    """A read that timed out while Redis hung is a 503, and its late reply never reaches the next request."""
+    master = servers()
+    watchers: list[t.Any] = []
+    if kind.startswith("sentinel"):
+        watcher = servers(f"sentinel monitor {SERVICE} 127.0.0.1 {master.port} 1", sentinel=True)
+        config: dict[str, t.Any] = {"SESSION_URL": f"redis+sentinel://127.0.0.1:{watcher.port}/{SERVICE}/0"}
+        if kind == "sentinel-client":
+            sentinel = Sentinel([("127.0.0.1", watcher.port)], socket_timeout=TIMEOUT)  # type: ignore[no-untyped-call]
+            watchers = sentinel.sentinels
+            # Retried on broken connections only, as the store's own clients are: a timeout is no reason
+            # for redis-py to close the connection, which is what this test is about.
+            retry = Retry(NoBackoff(), 0, supported_errors=(redis.ConnectionError,))
+            client = sentinel.master_for(  # type: ignore[no-untyped-call]
+                SERVICE, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT, retry=retry
+            )
+            config = {"SESSION_TYPE": "redis", "SESSION_REDIS": client}
+    else:
+        config = _config(kind, master.port)
+    app = apps(config)
+    ann, bob = app.test_client(), app.test_client()
+    assert ann.get("/set/who/ann").status_code == 200
+    assert bob.get("/set/who/bob").status_code == 200
+    master.freeze()
+    try:
+        assert _is_503(ann.get("/get/who"))  # the GET of ann's session is sent, its reply waits
+    finally:
+        master.thaw()
+    time.sleep(0.2)  # the reply to ann's GET has arrived by now
+    assert bob.get("/get/who").text == "'bob'"
+    assert ann.get("/get/who").text == "'ann'"
+    for each in watchers:
+        each.close()
 
 
 # Settings that cannot work -------------------------------------------------------------

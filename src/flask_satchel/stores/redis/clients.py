@@ -18,7 +18,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 
 from ...errors import ConfigError
 
@@ -92,7 +92,7 @@ def connect(url: SplitResult, timeout: float) -> tuple[t.Any, list[t.Any]]:
         sentinel = Sentinel(_addresses(url), sentinel_kwargs=timeouts, **timeouts)  # type: ignore[no-untyped-call]
         db = int(parts[1]) if len(parts) == 2 else 0
         client = sentinel.master_for(  # type: ignore[no-untyped-call]
-            unquote(parts[0]), db=db, **_credentials(url), **options
+            unquote(parts[0]), db=db, connection_class=_SentinelConnection, **_credentials(url), **options
         )
         return client, list(sentinel.sentinels)
     if scheme == "redis+cluster":
@@ -104,6 +104,33 @@ def connect(url: SplitResult, timeout: float) -> tuple[t.Any, list[t.Any]]:
         nodes = [ClusterNode(host, port) for host, port in _addresses(url)]  # type: ignore[no-untyped-call]
         return LazyCluster(nodes, **_credentials(url), **options), []
     raise ConfigError("SESSION_URL", f"not a Redis URL: {url.geturl()!r}")
+
+
+class _SentinelConnection(SentinelManagedConnection):
+    """A connection to Sentinel's master that is closed when a reply does not come in time.
+
+    redis-py keeps such a connection open (``disconnect_on_error=False``), and
+    its pool hands it out again without the check for unread data it makes
+    on other connections: the late reply would be read as the next command's,
+    another session's record.
+    """
+
+    def read_response(self, *args: t.Any, disconnect_on_error: bool | None = True, **kwargs: t.Any) -> t.Any:
+        return super().read_response(*args, disconnect_on_error=disconnect_on_error, **kwargs)
+
+
+def after_timeout(client: t.Any) -> t.Callable[[], object] | None:
+    """What the store does when a command of ``client`` timed out; None for nothing.
+
+    A Sentinel master's client handed over in ``SESSION_REDIS`` has
+    redis-py's own connections (see ``_SentinelConnection``): its idle ones,
+    the one that timed out among them, are closed. Every other connection
+    redis-py closes itself when a reply does not come in time.
+    """
+    pool = getattr(client, "connection_pool", None)
+    if isinstance(pool, SentinelConnectionPool) and pool.connection_class is not _SentinelConnection:
+        return lambda: pool.disconnect(inuse_connections=False)
+    return None
 
 
 class LazyCluster:

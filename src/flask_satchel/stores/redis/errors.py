@@ -79,23 +79,31 @@ class Unavailable:
     manager costs several times more than ``__enter__``/``__exit__``.
     """
 
-    __slots__ = ("key", "where")
+    __slots__ = ("after_timeout", "key", "where")
 
-    def __init__(self, where: str, key: str) -> None:
+    def __init__(self, where: str, key: str, after_timeout: t.Callable[[], object] | None = None) -> None:
         #: The server, for messages: never its credentials.
         self.where = where
         #: The configuration key that set the store up.
         self.key = key
+        #: Run when a command timed out: its reply may still come, and must reach no later command.
+        self.after_timeout = after_timeout
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: t.Any) -> t.Literal[False]:
         if error is not None:
-            unavailable = self.error_for(error)
+            unavailable = self.handle(error)
             if unavailable is not None:
                 raise unavailable from error
         return False
+
+    def handle(self, error: BaseException) -> StoreUnavailable | None:
+        """``error_for(error)``, after the clean-up a timeout needs."""
+        if self.after_timeout is not None and isinstance(error, redis.TimeoutError):
+            self.after_timeout()
+        return self.error_for(error)
 
     def error_for(self, error: BaseException) -> StoreUnavailable | None:
         """The ``StoreUnavailable`` that ``error`` means, or None for an error that is a bug."""

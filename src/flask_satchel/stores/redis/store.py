@@ -41,7 +41,7 @@ class RedisStore:
             clients.check_client(client)
         self._client = client
         #: Maps redis-py's errors to ``StoreUnavailable``; its messages name the key that set the client up.
-        self._unavailable = Unavailable(clients.where(client), opened.key)
+        self._unavailable = Unavailable(clients.where(client), opened.key, clients.after_timeout(client))
         self.prefix = prefix
         #: Each user's sessions, and the listings.
         self._index = Index(prefix, index_lifetime, lambda: self.client, self._unavailable)
@@ -208,7 +208,7 @@ class RedisStore:
         For code that sends its own commands on ``client`` (the Flask-Session
         importer) and must answer outages exactly as the store does.
         """
-        return self._unavailable.error_for(error)
+        return self._unavailable.handle(error)
 
     def close(self) -> None:
         if self._per_thread is not None:
