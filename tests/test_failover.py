@@ -369,20 +369,9 @@ def _promoted(watched: Watched) -> None:
     _wait_for(lambda: watched.master_port() == watched.replica.port, "the Sentinels did not promote the replica")
 
 
-#: Open bug: a request that gives up on a hung Sentinel master leaves its reply
-#: pending on a connection that stays open, and the next request on that
-#: connection reads it as its own: another session's record. The xfail marks
-#: go with the fix in stores/redis/clients.py.
-STALE_REPLY = "a timed-out reply on a Sentinel connection is read by the next request (redis+sentinel URL)"
-
-
 @pytest.mark.parametrize(
     "fault",
-    [
-        "kill",
-        # Not strict: whether the load still waits on the old master when it thaws depends on timing.
-        pytest.param("pause", marks=pytest.mark.xfail(reason=STALE_REPLY, raises=AssertionError, strict=False)),
-    ],
+    ["kill", "pause"],
 )
 def test_sentinel_failover_is_503s_then_service_with_every_replicated_session(
     fault: str, servers: Start, apps: t.Callable[[dict[str, t.Any]], Flask], caplog: pytest.LogCaptureFixture
@@ -418,7 +407,6 @@ def test_sentinel_failover_is_503s_then_service_with_every_replicated_session(
             assert client.info("replication")["role"] == "master"
 
 
-@pytest.mark.xfail(reason=STALE_REPLY, raises=AssertionError, strict=True)
 def test_sentinel_master_hung_past_the_timeout_then_back_serves_each_session_its_own_data(
     servers: Start, apps: t.Callable[[dict[str, t.Any]], Flask], caplog: pytest.LogCaptureFixture
 ) -> None:
