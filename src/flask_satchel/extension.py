@@ -54,6 +54,10 @@ class Session:
 
     def _init_cookie_mode(self, app: Flask, settings: _settings.Settings) -> SessionManager:
         """``SESSION_TYPE = "cookie"``: no session store, only the revocation marks' one if configured."""
+        if settings.migrate_flask_session:
+            from .legacy import check_importable
+
+            check_importable(settings, app)  # Flask-Session has no cookie mode: a ConfigError
         try:  # cryptography is an optional extra
             from .cookie import CookieSessionInterface, Revocations
         except ModuleNotFoundError as e:

@@ -226,12 +226,11 @@ class BaseImporter:
         """Nothing to release: every importer uses the client or engine of Flask-Satchel's own store."""
 
 
-def open_importer(settings: Settings, app: Flask, store: Store) -> Importer | None:
-    """The importer for the configured backend, on ``store``'s own client, engine or folder.
+def check_importable(settings: Settings, app: Flask) -> None:
+    """``ConfigError`` naming ``SESSION_MIGRATE_FLASK_SESSION`` for a store Flask-Session has no backend for.
 
-    ``ConfigError`` naming ``SESSION_MIGRATE_FLASK_SESSION`` for a store
-    Flask-Session has no backend for: there is nothing to import. It touches
-    no server, so an app starts while its store is down.
+    There is nothing to import then. It touches no server, so an app starts
+    while its store is down.
     """
     kind = settings.type
     if app.config.get("SESSION_TYPE") == "cachelib" and kind != "filesystem":
@@ -245,6 +244,12 @@ def open_importer(settings: Settings, app: Flask, store: Store) -> Importer | No
             "SESSION_MIGRATE_FLASK_SESSION",
             f"nothing to import with SESSION_TYPE {kind!r}: {_NOTHING_TO_IMPORT[kind]}; remove the key",
         )
+
+
+def open_importer(settings: Settings, app: Flask, store: Store) -> Importer | None:
+    """The importer for the configured backend, on ``store``'s own client, engine or folder."""
+    check_importable(settings, app)
+    kind = settings.type
     if kind == "redis":
         from .redis import RedisImporter
 
