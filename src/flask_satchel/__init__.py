@@ -46,15 +46,18 @@ def _version() -> str:
         return _metadata.version("Flask-Satchel")
     except _metadata.PackageNotFoundError:
         pass
-    try:
-        import tomllib  # Python 3.11+; on 3.10 a bare checkout has no version to read
+    import sys  # here, not at the top: the package's namespace keeps only its public names
 
-        pyproject = tomllib.loads((_Path(__file__).resolve().parents[2] / "pyproject.toml").read_text("utf-8"))
-    except (ImportError, OSError, ValueError):
-        return "0+unknown"
-    project = pyproject.get("project", {})
-    if project.get("name") == "Flask-Satchel" and isinstance(project.get("version"), str):
-        return t.cast(str, project["version"])
+    if sys.version_info >= (3, 11):  # tomllib is Python 3.11+; on 3.10 a bare checkout has no version to read
+        import tomllib
+
+        try:
+            pyproject = tomllib.loads((_Path(__file__).resolve().parents[2] / "pyproject.toml").read_text("utf-8"))
+        except (OSError, ValueError):
+            return "0+unknown"
+        project = pyproject.get("project", {})
+        if project.get("name") == "Flask-Satchel" and isinstance(project.get("version"), str):
+            return t.cast(str, project["version"])
     return "0+unknown"
 
 
