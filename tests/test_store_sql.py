@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import os
 import tempfile
+import threading
 import time
 import typing as t
 import uuid
@@ -176,6 +177,8 @@ class _Recorder:
     def __init__(self, engine: sa.Engine) -> None:
         self.dialect = engine.dialect.name
         self.checkouts: list[Checkout] = []
+        #: Connections checked out and not yet back, with their pool records.
+        self.out: dict[int, tuple[t.Any, t.Any]] = {}
 
     def checkout(self, dbapi_connection: t.Any, record: t.Any, proxy: t.Any) -> None:
         if self.dialect == "postgresql":
@@ -190,8 +193,10 @@ class _Recorder:
             started = []
             dbapi_connection.set_trace_callback(started.append)
         record.info["recorded"] = started
+        self.out[id(record)] = (dbapi_connection, record)
 
     def checkin(self, dbapi_connection: t.Any, record: t.Any) -> None:
+        self.out.pop(id(record), None)
         started = record.info.pop("recorded", None)
         if dbapi_connection is None or started is None:  # invalidated, or checked out before recording
             return
@@ -222,16 +227,31 @@ class _Recorder:
 
 
 @contextlib.contextmanager
-def _recorded(engine: sa.Engine) -> t.Iterator[list[Checkout]]:
-    """Record every checkout of ``engine``'s pool that starts and ends inside the block."""
-    recorder = _Recorder(engine)
-    sa.event.listen(engine, "checkout", recorder.checkout)
-    sa.event.listen(engine, "checkin", recorder.checkin)
+def _recorded(store: SQLStore, *, keep: bool = False) -> t.Iterator[list[Checkout]]:
+    """Record every checkout of the store's pool that starts inside the block.
+
+    A thread keeps the connection it used on an engine the store made
+    (``test_url_engine_keeps_a_connection_per_thread``), so its statements
+    would show no checkout: in the block the store checks one out for each
+    statement, unless ``keep``; then what its kept connection sent is one
+    record, ended with the block.
+    """
+    kept = store._connections.kept
+    at_most = kept.at_most
+    kept.release()
+    if not keep:
+        kept.at_most = 0
+    recorder = _Recorder(store.engine)
+    sa.event.listen(store.engine, "checkout", recorder.checkout)
+    sa.event.listen(store.engine, "checkin", recorder.checkin)
     try:
         yield recorder.checkouts
+        for dbapi_connection, record in list(recorder.out.values()):
+            recorder.checkin(dbapi_connection, record)  # still out: the thread keeps it
     finally:
-        sa.event.remove(engine, "checkout", recorder.checkout)
-        sa.event.remove(engine, "checkin", recorder.checkin)
+        kept.at_most = at_most
+        sa.event.remove(store.engine, "checkout", recorder.checkout)
+        sa.event.remove(store.engine, "checkin", recorder.checkin)
 
 
 def _write(backend: Backend, verb: str) -> Checkout:
@@ -286,14 +306,14 @@ class AppOnBackend(AppContract):
     def test_statements_per_request(self, app: Flask, backend: Backend) -> None:
         """A read-only request is one SELECT, one round trip; a one-key change adds one UPDATE and nothing else."""
         client = app.test_client()
-        engine = t.cast(SQLStore, app.extensions["satchel"].store).engine
+        store = t.cast(SQLStore, app.extensions["satchel"].store)
         # psycopg prepares each statement on its first run on a connection, one more round trip, once.
         for path in ("/set/a/0", "/get/a", "/set/a/1"):
             assert client.get(path).status_code == 200
-        with _recorded(engine) as checkouts:
+        with _recorded(store) as checkouts:
             assert client.get("/get/a").text == "'1'"
         assert checkouts == [Checkout(["SELECT"], 1, True)]
-        with _recorded(engine) as checkouts:
+        with _recorded(store) as checkouts:
             assert client.get("/set/a/2").status_code == 200
         assert checkouts == [Checkout(["SELECT"], 1, True), _write(backend, "UPDATE")]
         assert client.get("/get/a").text == "'2'"
@@ -421,7 +441,7 @@ def test_change_after_another_write_merges_onto_it(backend: Backend) -> None:
         one.create("k", _record(now, user="u"))
         assert one.load("k") is not None
         assert two.apply("k", Change(set={"b": b"\x02"}, last_seen=now, expires_at=now + HOUR)) == 2
-        with _recorded(one.engine) as checkouts, _statements(one.engine) as statements:
+        with _recorded(one) as checkouts, _statements(one.engine) as statements:
             assert one.apply("k", Change(set={"c": b"\x03"}, last_seen=now, expires_at=now + HOUR)) == 3
         # The compare-and-set, which matched nothing, then the change in a transaction that locks the row.
         sqlite = backend.name == "SQLite"
@@ -471,7 +491,7 @@ def test_compare_and_set_keeps_user_and_client_unless_changed(backend: Backend) 
             Change(removed=["a"], last_seen=now, expires_at=now + HOUR, user_changed=True, client={"ip": "::1"}),
             Change(removed=["b"], last_seen=now, expires_at=now + HOUR),
         ]
-        with _recorded(store.engine) as checkouts:
+        with _recorded(store) as checkouts:
             assert store.apply("k", changes[0]) == 2
             record = store.load("k")
             assert record is not None
@@ -544,8 +564,10 @@ _SERVER_SQL = {
 
 
 def _kill_pooled_connection(server: Backend, store: SQLStore) -> int:
-    """End the store's pooled connection from the server's side, as a restart does; the id it had."""
+    """End the store's one connection from the server's side, as a restart does; the id it had."""
     own_id, kill, alive = _SERVER_SQL[store.engine.dialect.name]
+    store._connections.kept.release()  # back in the pool, where the next statement takes it
+    assert t.cast(sa.pool.QueuePool, store.engine.pool).checkedin() == 1
     with store.engine.connect() as conn:
         victim = int(conn.exec_driver_sql(own_id).scalar_one())
     with server.engine.connect() as admin:
@@ -571,8 +593,6 @@ def test_connection_killed_by_the_server_is_replaced(server: Backend, operation:
     try:
         store.create("k", _record(now))
         assert store.load("k") is not None  # the bytes a change compares against, as in a request
-        pool = t.cast(sa.pool.QueuePool, store.engine.pool)
-        assert pool.checkedin() == 1  # the one connection every call below takes first
         victim = _kill_pooled_connection(server, store)
         sa.event.listen(store.engine, "invalidate", on_invalidate)
         if operation == "load":
@@ -591,7 +611,8 @@ def test_connection_killed_by_the_server_is_replaced(server: Backend, operation:
         # The dead connection failed once, and was dropped from the pool rather than returned to it.
         assert len(invalidated) == 1
         assert isinstance(invalidated[0], store.engine.dialect.loaded_dbapi.Error)
-        assert pool.checkedin() == 1
+        store._connections.kept.release()
+        assert t.cast(sa.pool.QueuePool, store.engine.pool).checkedin() == 1
         with store.engine.connect() as conn:
             assert int(conn.exec_driver_sql(own_id).scalar_one()) != victim
     finally:
@@ -637,6 +658,72 @@ def test_session_sql_fires_engine_events(server: Backend) -> None:
         store.close()
 
 
+def test_url_engine_keeps_a_connection_per_thread(server: Backend) -> None:
+    """On an engine made from SESSION_URL a thread keeps the connection it used: one checkout, nothing more sent."""
+    now = time.time()
+    store = server.store(_prefix())
+    change = Change(set={"b": b"\x02"}, last_seen=now, expires_at=now + HOUR)
+
+    def session(key: str) -> None:
+        store.create(key, _record(now))
+        assert store.load(key) is not None
+        assert store.apply(key, change) == 2  # compare-and-set
+        assert store.apply(key, change) == 2  # nothing loaded: under the row lock
+        assert store.touch(key, now, now + 2 * HOUR)
+        assert store.delete(key)
+
+    try:
+        session("warm")  # psycopg prepares each statement on its first run on a connection: one more round trip
+        with _recorded(store, keep=True) as checkouts:
+            session("k")
+        (checkout,) = checkouts
+        statements = ["INSERT", "SELECT", "UPDATE", "BEGIN", "SELECT", "UPDATE", "COMMIT", "UPDATE", "DELETE"]
+        if store.engine.dialect.name == "postgresql":
+            assert checkout.statements == statements
+        else:  # MariaDB's counters keep no order
+            assert sorted(checkout.statements) == sorted(statements)
+        assert (checkout.round_trips, checkout.idle) == (len(statements), True)
+    finally:
+        store.close()
+
+
+def test_kept_connections_go_back_to_the_pool(server: Backend) -> None:
+    """At most the pool's size of threads keep a connection, and a thread's goes back to the pool when it ends."""
+    now = time.time()
+    store = server.store(_prefix())
+    pool = t.cast(sa.pool.QueuePool, store.engine.pool)
+    size = pool.size()
+    loaded = threading.Barrier(size + 2)
+    done = threading.Event()
+    failures: list[BaseException] = []
+
+    def visit() -> None:
+        try:
+            assert store.load("k") is not None
+        except BaseException as e:
+            failures.append(e)
+        loaded.wait(10)
+        done.wait(10)
+
+    try:
+        store.create("k", _record(now))
+        store._connections.kept.release()
+        threads = [threading.Thread(target=visit) for _ in range(size + 1)]
+        for thread in threads:
+            thread.start()
+        loaded.wait(10)
+        assert failures == []
+        assert pool.checkedout() == size  # the thread that found no room gave its connection back
+        done.set()
+        for thread in threads:
+            thread.join(10)
+        assert pool.checkedout() == 0
+    finally:
+        done.set()
+        store.delete("k")
+        store.close()
+
+
 def test_each_hot_operation_is_one_statement(backend: Backend) -> None:
     """create, load, a compare-and-set change, touch and delete each send one statement, in one round trip."""
     now = time.time()
@@ -652,7 +739,7 @@ def test_each_hot_operation_is_one_statement(backend: Backend) -> None:
 
     try:
         session("warm")  # psycopg prepares each statement on its first run on a connection: one more round trip
-        with _recorded(store.engine) as checkouts:
+        with _recorded(store) as checkouts:
             session("k")
         update = _write(backend, "UPDATE")
         assert checkouts == [
@@ -725,7 +812,7 @@ def test_transactional_engine_commits_each_write(server: Backend) -> None:
     elsewhere = SQLStore(reader, table=TABLE, prefix=store.prefix)
     now = time.time()
     try:
-        with _recorded(server.engine) as checkouts:
+        with _recorded(store) as checkouts:
             store.create("k", _record(now))
             assert store.load("k") is not None
             assert store.apply("k", Change(set={"b": b"\x02"}, last_seen=now, expires_at=now + HOUR)) == 2
@@ -864,7 +951,7 @@ def test_table_created_at_init_app_not_on_requests(backend: Backend) -> None:
         assert sa.inspect(backend.engine).has_table(table)
         store = t.cast(SQLStore, app.extensions["satchel"].store)
         client = app.test_client()
-        with _recorded(store.engine) as checkouts:
+        with _recorded(store) as checkouts:
             client.get("/set/x")
             assert client.get("/get").text == "'x'"
         statements = {s for checkout in checkouts for s in checkout.statements}

@@ -5,7 +5,8 @@ Every statement runs with ``Connection.execute`` on a connection from
 instrumentation that listens to them see it. A write on an autocommit
 connection has committed itself; on a transactional one it is committed
 right after, so each statement but those of the locked change is its own
-transaction.
+transaction. On an engine the store made, a thread keeps the connection it
+used (``kept``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from . import errors
+from .kept import Kept
 from .limits import PacketLimit
 
 if t.TYPE_CHECKING:
@@ -40,9 +42,12 @@ RETRY_WITHIN = 0.25
 class Connections:
     """Runs the store's work on connections of ``engine``'s pool, after the table check."""
 
-    def __init__(self, engine: sa.Engine, tables: TableCheck) -> None:
+    def __init__(self, engine: sa.Engine, tables: TableCheck, *, keep: bool = False) -> None:
+        """``keep``: threads may keep a connection (an autocommit engine with a pool of the store's own)."""
         self.engine = engine
         self.tables = tables
+        #: Each thread's kept connection, where threads keep one.
+        self.kept = Kept(engine, keep=keep)
         #: MySQL's ``max_allowed_packet``, and what a statement's size says about it.
         self.limit = PacketLimit(engine, self.run)
         error = errors.driver_error(engine)
@@ -72,13 +77,11 @@ class Connections:
         started = time.monotonic()
         try:
             try:
-                with self.engine.connect() as conn:
-                    return work(conn)
+                return self.kept.run(work)
             except sa_exc.DBAPIError as e:
                 if not (retry and e.connection_invalidated) or time.monotonic() - started > RETRY_WITHIN:
                     raise
-            with self.engine.connect() as conn:
-                return (again or work)(conn)
+            return self.kept.run(again or work)
         except self._caught as e:
             if errors.too_large(e):
                 raise self.limit.too_large(None) from e

@@ -8,16 +8,8 @@ engine's events (``before_cursor_execute``, ``handle_error``), its ``echo``
 log and instrumentation that listens to them (OpenTelemetry's) see every
 statement of the store.
 
-A read is one primary-key ``SELECT``. A change is first tried as one
-compare-and-set statement: the delta is merged in Python onto the data this
-thread just loaded, and the ``UPDATE`` (or ``DELETE`` when empty) only
-matches while the row still holds exactly those bytes. A merge is a pure
-function of the data it starts from, so when the bytes match, nothing
-another request did can be lost, whatever happened in between. When they do
-not (another request wrote first, or nothing was loaded), the change is one
-short transaction that locks the row (``SELECT … FOR UPDATE``; on SQLite an
-``UPDATE`` first, which takes the database's write lock), merges onto what
-is there and writes it back.
+A read is one primary-key ``SELECT``; a change is one compare-and-set
+statement, or a short transaction under the row lock (``changes``).
 """
 
 from __future__ import annotations
@@ -26,11 +18,11 @@ import logging
 import typing as t
 
 import sqlalchemy as sa
-from sqlalchemy import exc as sa_exc
 
 from ... import serialization
 from ...errors import ConfigError, SatchelError, StoreUnavailable
-from ..base import Change, LastRead, Record, merge_data, record_from_row, times_after
+from ..base import Change, LastRead, Record, record_from_row
+from .changes import Changes
 from .connections import Connections
 from .engines import engine_of, make_engine
 from .locks import Locks
@@ -74,10 +66,11 @@ class SQLStore:
         # Only ``from_settings`` sets its check pending: whoever makes a store
         # by hand creates its table by hand.
         self._tables = TableCheck(engine, self.metadata, self.table, self.lock_table)
-        self._connections = connections = Connections(engine, self._tables)
+        self._connections = connections = Connections(engine, self._tables, keep=owns_engine)
         self._run = connections.run
         self._write = connections.write
         self._limit = connections.limit
+        self._changes = Changes(connections, sql)
         self._locks = None if self.lock_table is None else Locks(connections, sql, prefix)
         # Per thread, the key and raw data of the last record loaded: the
         # request that loaded it applies its change against exactly those
@@ -170,80 +163,7 @@ class SQLStore:
         )
 
     def apply(self, key: str, change: Change) -> int | None:
-        # Each step is idempotent: after a dead connection, the first attempt
-        # may have written; then the retry's compare fails, and the locked
-        # path sets the same keys to the same values again.
-        expected = self._seen.take(key)
-        if expected is not None:
-            done = self._apply_if_unchanged(key, change, expected)
-            if done is not None:
-                return done
-        return self._run(lambda conn: self._apply_locked(conn, key, change))
-
-    def _apply_if_unchanged(self, key: str, change: Change, expected: bytes) -> int | None:
-        """One statement: ``change`` merged onto ``expected``, written only if the row still holds it.
-
-        Returns the number of keys written, or None when the row holds
-        something else or is gone (the caller then takes the locked path,
-        which tells the two apart).
-        """
-        data = merge_data(serialization.unpack_map(expected), change)
-        params: dict[str, t.Any] = {"b_key": key, "b_seen": expected}
-        statement: sa.Executable
-        if not data:
-            statement = self._sql.delete_if_unchanged
-        else:
-            packed = serialization.pack(data)
-            client = None if change.client is None else serialization.pack(change.client)
-            if self._limit.fits((expected, packed, client)) is not True:
-                return None  # carrying the old data too, it may not fit: the locked path sends the new only
-            params["b_data"], params["b_permanent"] = packed, change.permanent
-            params["b_last_seen"], params["b_expires_at"] = change.last_seen, change.expires_at
-            if change.user_changed:
-                params["b_user"] = change.user
-            if client is not None:
-                params["b_client"] = client
-            statement = self._sql.update_if_unchanged[change.user_changed, client is not None]
-        rowcount = self._run(lambda conn: self._write(conn, statement, params))
-        return len(data) if rowcount == 1 else None
-
-    def _apply_locked(self, conn: sa.Connection, key: str, change: Change) -> int | None:
-        """Lock the row, merge ``change`` onto what it holds now, write it back; None when it is gone."""
-        sql, connections = self._sql, self._connections
-        with connections.transaction(conn):
-            if sql.lock_by_update and conn.execute(sql.take_lock, {"b_key": key}).rowcount == 0:
-                return None
-            row = conn.execute(sql.lock, {"b_key": key}).first()
-            if row is None:
-                return None
-            raw, user, client, last_seen, expires_at = row
-            data = merge_data(serialization.unpack_map(raw), change)
-            last_seen, expires_at = times_after(change, last_seen, expires_at)
-            if not data:
-                conn.execute(sql.delete, {"b_key": key})
-                return 0
-            packed = serialization.pack(data)
-            client = client if change.client is None else serialization.pack(change.client)
-            fits = self._limit.fits((packed, client), conn)
-            if fits is False:
-                raise self._limit.too_large(len(packed))  # rolled back: the row keeps its data
-            params = {
-                "b_key": key,
-                "b_data": packed,
-                "b_last_seen": last_seen,
-                "b_expires_at": expires_at,
-                "b_permanent": change.permanent,
-                "b_user": change.user if change.user_changed else user,
-                "b_client": client,
-            }
-            try:
-                conn.execute(sql.update, params)
-            except sa_exc.DBAPIError as e:
-                problem = connections.refused(conn, e, len(packed), fits is None)
-                if problem is None:
-                    raise
-                raise problem from e
-            return len(data)
+        return self._changes.apply(key, change, self._seen.take(key))
 
     def touch(self, key: str, last_seen: float, expires_at: float) -> bool:
         params = {"b_key": key, "b_last_seen": last_seen, "b_expires_at": expires_at}
@@ -293,5 +213,6 @@ class SQLStore:
 
     def close(self) -> None:
         """Close the pool's connections if the store made the engine; an app's own engine is left alone."""
+        self._connections.kept.close()
         if self._owns_engine:
             self.engine.dispose()
