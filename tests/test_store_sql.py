@@ -658,24 +658,26 @@ def test_session_sql_fires_engine_events(server: Backend) -> None:
         store.close()
 
 
+def _hot_operations(store: SQLStore, key: str, *, locked: bool = False) -> None:
+    """Create, load, a compare-and-set change (``locked``: and one under the row lock), touch, delete."""
+    now = time.time()
+    change = Change(set={"b": b"\x02"}, last_seen=now, expires_at=now + HOUR)
+    store.create(key, _record(now))
+    assert store.load(key) is not None
+    assert store.apply(key, change) == 2
+    if locked:
+        assert store.apply(key, change) == 2  # nothing loaded since: under the row lock
+    assert store.touch(key, now, now + 2 * HOUR)
+    assert store.delete(key)
+
+
 def test_url_engine_keeps_a_connection_per_thread(server: Backend) -> None:
     """On an engine made from SESSION_URL a thread keeps the connection it used: one checkout, nothing more sent."""
-    now = time.time()
     store = server.store(_prefix())
-    change = Change(set={"b": b"\x02"}, last_seen=now, expires_at=now + HOUR)
-
-    def session(key: str) -> None:
-        store.create(key, _record(now))
-        assert store.load(key) is not None
-        assert store.apply(key, change) == 2  # compare-and-set
-        assert store.apply(key, change) == 2  # nothing loaded: under the row lock
-        assert store.touch(key, now, now + 2 * HOUR)
-        assert store.delete(key)
-
     try:
-        session("warm")  # psycopg prepares each statement on its first run on a connection: one more round trip
+        _hot_operations(store, "warm", locked=True)  # psycopg prepares each statement on its first run on a connection
         with _recorded(store, keep=True) as checkouts:
-            session("k")
+            _hot_operations(store, "k", locked=True)
         (checkout,) = checkouts
         statements = ["INSERT", "SELECT", "UPDATE", "BEGIN", "SELECT", "UPDATE", "COMMIT", "UPDATE", "DELETE"]
         if store.engine.dialect.name == "postgresql":
@@ -726,21 +728,13 @@ def test_kept_connections_go_back_to_the_pool(server: Backend) -> None:
 
 def test_each_hot_operation_is_one_statement(backend: Backend) -> None:
     """create, load, a compare-and-set change, touch and delete each send one statement, in one round trip."""
-    now = time.time()
     store = backend.store(_prefix())
-    change = Change(set={"b": b"\x02"}, last_seen=now, expires_at=now + HOUR)
-
-    def session(key: str) -> None:
-        store.create(key, _record(now))
-        assert store.load(key) is not None
-        assert store.apply(key, change) == 2
-        assert store.touch(key, now, now + 2 * HOUR)
-        assert store.delete(key)
-
     try:
-        session("warm")  # psycopg prepares each statement on its first run on a connection: one more round trip
+        _hot_operations(
+            store, "warm"
+        )  # psycopg prepares each statement on its first run on a connection: one more round trip
         with _recorded(store) as checkouts:
-            session("k")
+            _hot_operations(store, "k")
         update = _write(backend, "UPDATE")
         assert checkouts == [
             _write(backend, "INSERT"),
