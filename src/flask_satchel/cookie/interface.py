@@ -119,16 +119,7 @@ class CookieSessionInterface(BaseSessionInterface):
             if not changed and change.last_seen == record.last_seen:
                 return
             record = merge(record, change)
-        sealed = Sealed(
-            handle=self.handle_for(session),
-            issued_at=now,
-            created_at=record.created_at,
-            last_seen=record.last_seen,
-            expires_at=record.expires_at,
-            permanent=record.permanent,
-            user=record.user,
-            data=record.data,
-        )
+        sealed = Sealed.of(record, self.handle_for(session), now)
         value = self.sealer.seal(sealed, self.get_cookie_name(app), app.secret_key)  # type: ignore[arg-type]
         # Built once and measured, not built again by set_cookie: Werkzeug
         # checks a 2 KB value character by character with a regex.

@@ -63,6 +63,20 @@ class Sealed(msgspec.Struct, array_like=True):
     user: str | None
     data: dict[str, bytes]
 
+    @classmethod
+    def of(cls, record: Record, handle: str, issued_at: float) -> Sealed:
+        """What a cookie sealed at ``issued_at`` holds for ``record`` (its client details stay out)."""
+        return cls(
+            handle=handle,
+            issued_at=issued_at,
+            created_at=record.created_at,
+            last_seen=record.last_seen,
+            expires_at=record.expires_at,
+            permanent=record.permanent,
+            user=record.user,
+            data=record.data,
+        )
+
     def record(self) -> Record:
         return Record(
             data=self.data,
