@@ -197,8 +197,11 @@ def suite(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     runs["unchanged"] = Run(STORES["memory"](prefix), "spy", [*_reader_tests(tree), *VARIANTS])
     runs["no-store"] = Run({**STORES["memory"](prefix), "SESSION_NO_STORE": True}, "store", [NO_CACHE_CONTROL])
 
+    # Made here, not in the threads: the factory creates its base folder on first use, and two at once race.
+    tmps = {name: tmp_path_factory.mktemp(f"flask-security-{name}") for name in runs}
+
     def run(name: str, spec: Run) -> tuple[dict[str, Result], str, float]:
-        tmp = tmp_path_factory.mktemp(f"flask-security-{name}")
+        tmp = tmps[name]
         (tmp / "apps").mkdir()
         env = {
             "SATCHEL_SUITE_CONFIG": json.dumps(spec.config),  # {} is the baseline
