@@ -91,7 +91,7 @@ test-packaging: venv
 	SATCHEL_TEST_PACKAGING=1 $(BIN)/pytest tests/test_packaging.py $(ARGS)
 
 clean:
-	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis examples/demo/instance
+	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis examples/demo/instance docs/_build docs/_generated
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 
 distclean: clean
