@@ -130,10 +130,14 @@ class SQLStore:
     # The Store protocol ---------------------------------------------------------------
 
     def load(self, key: str) -> Record | None:
-        self._seen.keep(key, None)  # a failed read leaves nothing behind
         statement, params = self._sql.load, {"b_key": key}
-        row = self._run(lambda conn: conn.execute(statement, params).first())
+        try:
+            row = self._run(lambda conn: conn.execute(statement, params).first())
+        except BaseException:
+            self._seen.keep(key, None)  # a failed read leaves nothing behind
+            raise
         if row is None:
+            self._seen.keep(key, None)
             return None
         self._seen.keep(key, row[0])
         return record_from_row(row)
