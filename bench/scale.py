@@ -71,8 +71,7 @@ def _open(kind: str, services: Services, **config: t.Any) -> t.Any:
 
     folder = os.path.join(services.workdir, f"scale-{kind}")
     os.makedirs(folder, exist_ok=True)
-    settings = settings_mod.load(config, folder, apps.SECRET)
-    return open_store(settings)
+    return open_store(settings_mod.load(config, folder).store)
 
 
 # SQLite -------------------------------------------------------------------

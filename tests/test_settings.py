@@ -14,6 +14,8 @@ from flask import Flask
 
 from flask_satchel import ConfigError, Session
 from flask_satchel.settings import load
+from flask_satchel.stores.filesystem import FileSystemStore
+from flask_satchel.stores.sqlite import SQLiteStore
 
 
 def make_app(tmp_path: t.Any, **config: t.Any) -> Flask:
@@ -26,11 +28,11 @@ def test_defaults(tmp_path: t.Any) -> None:
     """With nothing configured the store is SQLite in the instance folder, non-permanent, capped at Flask's 31 days."""
     settings = load({}, str(tmp_path))
     assert settings.type == "sqlite"
-    assert settings.sqlite_path == os.path.join(str(tmp_path), "flask_satchel.sqlite3")
+    assert SQLiteStore.from_settings(settings.store).path == os.path.join(str(tmp_path), "flask_satchel.sqlite3")
     assert settings.permanent is False
-    assert settings.key_prefix == "session:"
+    assert settings.store.key_prefix == "session:"
     assert settings.id_length == 32
-    assert settings.absolute_lifetime == 31 * 86400  # PERMANENT_SESSION_LIFETIME's default, longer than 30 days
+    assert settings.store.absolute_lifetime == 31 * 86400  # PERMANENT_SESSION_LIFETIME's default, longer than 30 days
     assert settings.user_key == "_user_id"
 
 
@@ -48,8 +50,9 @@ def test_flask_session_keys_are_accepted(tmp_path: t.Any) -> None:
         },
         str(tmp_path),
     )
-    assert (settings.type, settings.file_dir, settings.permanent) == ("filesystem", str(tmp_path / "f"), True)
-    assert (settings.key_prefix, settings.id_length, settings.use_signer) == ("app1:", 48, True)
+    assert (settings.type, settings.permanent) == ("filesystem", True)
+    assert FileSystemStore.from_settings(settings.store).directory == str(tmp_path / "f")
+    assert (settings.store.key_prefix, settings.id_length, settings.use_signer) == ("app1:", 48, True)
     assert settings.cleanup_n_requests == 100
 
 
@@ -81,8 +84,8 @@ def test_url_picks_the_store(url: str, kind: str, tmp_path: t.Any) -> None:
 
 def test_sqlite_paths(tmp_path: t.Any) -> None:
     """sqlite:///rel is relative to the instance folder, sqlite:////abs is absolute."""
-    assert load({"SESSION_URL": "sqlite:///s.db"}, str(tmp_path)).sqlite_path == str(tmp_path / "s.db")
-    assert load({"SESSION_URL": "sqlite:////tmp/x.db"}, str(tmp_path)).sqlite_path == "/tmp/x.db"
+    for url, path in [("sqlite:///s.db", str(tmp_path / "s.db")), ("sqlite:////tmp/x.db", "/tmp/x.db")]:
+        assert SQLiteStore.from_settings(load({"SESSION_URL": url}, str(tmp_path)).store).path == path
 
 
 @pytest.mark.parametrize(
@@ -104,7 +107,9 @@ def test_sqlite_paths(tmp_path: t.Any) -> None:
         ({"SESSION_KEY_PREFIX": 5}, "SESSION_KEY_PREFIX", "string"),
         ({"SESSION_USER_KEY": ""}, "SESSION_USER_KEY", "non-empty"),
         ({"SESSION_CLEANUP_N_REQUESTS": 0}, "SESSION_CLEANUP_N_REQUESTS", "positive"),
-        ({"SESSION_FILE_MODE": 0o7777}, "SESSION_FILE_MODE", "permission bits"),
+        # A store's own keys are checked by the store that reads them.
+        ({"SESSION_TYPE": "filesystem", "SESSION_FILE_MODE": 0o7777}, "SESSION_FILE_MODE", "permission bits"),
+        ({"SESSION_TYPE": "filesystem", "SESSION_FILE_DIR": 5}, "SESSION_FILE_DIR", "directory path"),
     ],
 )
 def test_bad_config_raises_naming_the_key(config: dict[str, t.Any], key: str, words: str, tmp_path: t.Any) -> None:
@@ -150,14 +155,14 @@ def test_flask_session_serialization_format_is_accepted(
 )
 def test_default_absolute_lifetime_is_never_below_the_idle_one(tmp_path: t.Any, idle: t.Any, absolute: float) -> None:
     """With SESSION_ABSOLUTE_LIFETIME unset, the cap is 30 days or PERMANENT_SESSION_LIFETIME, whichever is longer."""
-    assert load({"PERMANENT_SESSION_LIFETIME": idle}, str(tmp_path)).absolute_lifetime == absolute
+    assert load({"PERMANENT_SESSION_LIFETIME": idle}, str(tmp_path)).store.absolute_lifetime == absolute
 
 
 def test_absolute_lifetime_shorter_than_idle_is_logged(tmp_path: t.Any, caplog: pytest.LogCaptureFixture) -> None:
     """An explicit SESSION_ABSOLUTE_LIFETIME below the idle lifetime is kept, with a warning naming both keys."""
     config = {"PERMANENT_SESSION_LIFETIME": dt.timedelta(days=90), "SESSION_ABSOLUTE_LIFETIME": dt.timedelta(days=7)}
     with caplog.at_level(logging.WARNING, "flask_satchel"):
-        assert load(config, str(tmp_path)).absolute_lifetime == 7 * 86400
+        assert load(config, str(tmp_path)).store.absolute_lifetime == 7 * 86400
     message = " ".join(r.getMessage() for r in caplog.records)
     assert "SESSION_ABSOLUTE_LIFETIME" in message
     assert "PERMANENT_SESSION_LIFETIME" in message
@@ -179,9 +184,9 @@ def test_own_keys_are_read_once(tmp_path: t.Any) -> None:
     app = make_app(tmp_path, SESSION_KEY_PREFIX="first:")
     manager = Session().init_app(app)
     app.config["SESSION_KEY_PREFIX"] = "second:"
-    assert manager.settings.key_prefix == "first:"
+    assert manager.settings.store.key_prefix == "first:"
     with pytest.raises(AttributeError):
-        manager.settings.key_prefix = "x"  # type: ignore[misc]
+        manager.settings.store.key_prefix = "x"  # type: ignore[misc]
 
 
 def test_init_app_installs_everything(tmp_path: t.Any) -> None:

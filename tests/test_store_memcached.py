@@ -32,7 +32,7 @@ from pymemcache.serde import pickle_serde
 from flask_satchel import ConfigError, NotSupported, Session, StoreUnavailable
 from flask_satchel import current_session as session
 from flask_satchel.manager import SessionManager
-from flask_satchel.settings import Settings
+from flask_satchel.settings import StoreSettings
 from flask_satchel.stores.base import Change, Record
 from flask_satchel.stores.memcached import MemcachedStore
 from flask_satchel.testing import http_get, live_server
@@ -94,9 +94,9 @@ def _prefix() -> str:
     return f"t{uuid.uuid4().hex[:8]}:"
 
 
-def _settings(url: str, **kw: t.Any) -> Settings:
+def _settings(url: str, **kw: t.Any) -> StoreSettings:
     kw.setdefault("key_prefix", _prefix())
-    return Settings(type="memcached", url=urlsplit(url), **kw)
+    return StoreSettings(type="memcached", url=urlsplit(url), **kw)
 
 
 def _record(expires_at: float, user: str | None = None) -> Record:
@@ -219,7 +219,7 @@ def test_31_day_session_survives(memcached: MemcachedServer) -> None:
     handle = client.get("/set").text
     assert client.get("/get").text == "['apple']"  # also a refresh (a touch), interval 0
     assert client.get("/get").text == "['apple']"
-    assert _remaining_ttl(memcached, manager.settings.key_prefix + handle) > 30 * DAY
+    assert _remaining_ttl(memcached, manager.settings.store.key_prefix + handle) > 30 * DAY
     assert manager.store is not None
     manager.store.close()
 
@@ -547,7 +547,7 @@ def test_dead_server_of_several_is_never_no_session(
         store = MemcachedStore(HashClient(servers, timeout=0.5), prefix=_prefix(), owns_client=True)
     else:
         store = MemcachedStore.from_settings(
-            _settings(f"memcached://{memcached.address},{private_memcached.address}", store_timeout=0.5)
+            _settings(f"memcached://{memcached.address},{private_memcached.address}", timeout=0.5)
         )
     try:
         keys = [uuid.uuid4().hex for _ in range(40)]
@@ -648,7 +648,7 @@ def test_handed_over_hash_client_is_used(memcached: MemcachedServer, memcached2:
 def test_url_with_several_servers_makes_a_hash_client(memcached: MemcachedServer, memcached2: MemcachedServer) -> None:
     """memcached://a,b builds a pooled HashClient with TCP_NODELAY and the store timeout."""
     store = MemcachedStore.from_settings(
-        _settings(f"memcached://{memcached.address},{memcached2.address}", store_timeout=0.7)
+        _settings(f"memcached://{memcached.address},{memcached2.address}", timeout=0.7)
     )
     assert isinstance(store.client, HashClient)
     assert store.client.use_pooling

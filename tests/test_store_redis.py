@@ -25,7 +25,7 @@ from flask import Flask, session
 
 from flask_satchel import ConfigError, Session
 from flask_satchel.errors import StoreUnavailable
-from flask_satchel.settings import Settings
+from flask_satchel.settings import StoreSettings
 from flask_satchel.stores.base import Change, Record, user_hash
 from flask_satchel.stores.redis import RedisStore
 from flask_satchel.testing.contract import AppContract, StoreContract
@@ -117,8 +117,8 @@ def prefix(shared: redis.Redis) -> t.Iterator[str]:
     delete_prefix(shared, prefix)
 
 
-def _settings(prefix: str, url: str | None = URL, **kw: t.Any) -> Settings:
-    return Settings(type="redis", url=None if url is None else urlsplit(url), key_prefix=prefix, **kw)
+def _settings(prefix: str, url: str | None = URL, **kw: t.Any) -> StoreSettings:
+    return StoreSettings(type="redis", url=None if url is None else urlsplit(url), key_prefix=prefix, **kw)
 
 
 # The contracts ----------------------------------------------------------------------
@@ -140,7 +140,9 @@ class TestRedisClientStore(TestRedisStore):
     @pytest.fixture
     def store(self, prefix: str) -> t.Iterator[RedisStore]:
         client = redis.Redis(port=6379, db=DB, socket_timeout=2, socket_connect_timeout=2)
-        store = RedisStore.from_settings(Settings(type="redis", client=client, key_prefix=prefix))
+        store = RedisStore.from_settings(
+            StoreSettings(type="redis", config={"SESSION_REDIS": client}, key_prefix=prefix)
+        )
         yield store
         store.close()
         client.close()

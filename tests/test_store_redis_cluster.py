@@ -24,7 +24,7 @@ from redis.sentinel import Sentinel
 from test_store_redis import RedisServer
 
 from flask_satchel.manager import SessionManager
-from flask_satchel.settings import Settings
+from flask_satchel.settings import StoreSettings
 from flask_satchel.stores.base import Record
 from flask_satchel.stores.redis import RedisStore
 from flask_satchel.testing.contract import AppContract, StoreContract
@@ -122,7 +122,7 @@ def _sentinel_url(port: int) -> str:
 
 
 def _store(url: str) -> RedisStore:
-    return RedisStore.from_settings(Settings(type="redis", url=urlsplit(url), key_prefix=_prefix()))
+    return RedisStore.from_settings(StoreSettings(type="redis", url=urlsplit(url), key_prefix=_prefix()))
 
 
 # Cluster ------------------------------------------------------------------------------
@@ -144,7 +144,9 @@ class TestClusterClientStore(TestClusterStore):
     @pytest.fixture
     def store(self, cluster: list[int]) -> t.Iterator[RedisStore]:
         client = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", cluster[0])], socket_timeout=2)  # type: ignore[no-untyped-call]
-        yield RedisStore.from_settings(Settings(type="redis", client=client, key_prefix=_prefix()))
+        yield RedisStore.from_settings(
+            StoreSettings(type="redis", config={"SESSION_REDIS": client}, key_prefix=_prefix())
+        )
         client.close()
 
 
@@ -232,7 +234,9 @@ class TestSentinelClientStore(TestSentinelStore):
     def store(self, sentinel: int) -> t.Iterator[RedisStore]:
         watcher = Sentinel([("127.0.0.1", sentinel)], socket_timeout=2)  # type: ignore[no-untyped-call]
         client = watcher.master_for(SERVICE, socket_timeout=2)  # type: ignore[no-untyped-call]
-        yield RedisStore.from_settings(Settings(type="redis", client=client, key_prefix=_prefix()))
+        yield RedisStore.from_settings(
+            StoreSettings(type="redis", config={"SESSION_REDIS": client}, key_prefix=_prefix())
+        )
         client.close()
         for each in watcher.sentinels:
             each.close()
@@ -247,7 +251,9 @@ class TestSentinelApp(AppContract):
 def test_sentinel_url_reaches_the_master(sentinel: int) -> None:
     """A redis+sentinel URL writes to the master the Sentinel names, in the URL's database."""
     store = RedisStore.from_settings(
-        Settings(type="redis", url=urlsplit(f"redis+sentinel://127.0.0.1:{sentinel}/{SERVICE}/3"), key_prefix=_prefix())
+        StoreSettings(
+            type="redis", url=urlsplit(f"redis+sentinel://127.0.0.1:{sentinel}/{SERVICE}/3"), key_prefix=_prefix()
+        )
     )
     try:
         now = time.time()

@@ -51,7 +51,7 @@ class Backend:
             | config,
             "/nonexistent",
         )
-        return SQLStore.from_settings(settings)
+        return SQLStore.from_settings(settings.store)
 
     def drop(self, table: str) -> None:
         metadata = sa.MetaData()
@@ -993,7 +993,9 @@ def test_create_table_is_idempotent(backend: Backend) -> None:
 
 
 def _settings(**config: t.Any) -> t.Any:
-    return load({"SESSION_TYPE": "sqlalchemy", "SESSION_SQLALCHEMY_CREATE_TABLE": False} | config, "/nonexistent", None)
+    return load(
+        {"SESSION_TYPE": "sqlalchemy", "SESSION_SQLALCHEMY_CREATE_TABLE": False} | config, "/nonexistent", None
+    ).store
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ class Changes:
 
     def deadline(self, app: Flask, created_at: float, last_seen: float) -> float:
         """When a session seen at ``last_seen`` dies: idle or absolute timeout, whichever is first."""
-        return min(last_seen + idle_seconds(app), created_at + self.settings.absolute_lifetime)
+        return min(last_seen + idle_seconds(app), created_at + self.settings.store.absolute_lifetime)
 
     def refresh_due(self, app: Flask, record: Record, now: float) -> bool:
         # A tenth of the idle timeout at most, so a short lifetime stays accurate.

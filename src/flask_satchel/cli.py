@@ -416,7 +416,7 @@ def _open_target(url: str) -> Store:
     config["SESSION_URL"] = url
     target = _settings.load(config, current_app.instance_path)
     try:
-        return open_store(target)
+        return open_store(target.store)
     except ImportError as e:
         raise click.ClickException(f"cannot open a {target.type} store: {e}") from None
 

@@ -38,8 +38,8 @@ class Session:
         if settings.type == "cookie":
             return self._init_cookie_mode(app, settings)
         with app.app_context():  # a Flask-SQLAlchemy ``db`` needs one to hand out its engine
-            store = open_store(settings)
-        if settings.locking and not isinstance(store, LockingStore):
+            store = open_store(settings.store)
+        if settings.store.locking and not isinstance(store, LockingStore):
             raise ConfigError("SESSION_LOCKING", f"the {settings.type} store cannot lock sessions")
         interface = SatchelSessionInterface(settings, store)
         if settings.migrate_flask_session:
@@ -61,11 +61,16 @@ class Session:
         try:  # cryptography is an optional extra
             from .cookie import CookieSessionInterface, Revocations
         except ModuleNotFoundError as e:
-            config_error = missing_extra(e, settings)
+            config_error = missing_extra(e, settings.store)
             if config_error is None:
                 raise
             raise config_error from None
-        marks = None if settings.revocation_settings is None else open_store(settings.revocation_settings)
+        marks = None
+        if settings.revocations is not None:
+            try:
+                marks = open_store(settings.revocations)
+            except ConfigError as e:
+                raise ConfigError("SESSION_COOKIE_REVOCATION_URL", str(e)) from None
         revocations = Revocations(marks)
         interface = CookieSessionInterface(settings, revocations)
         manager = SessionManager(settings, None, interface, app, revocations=revocations)
@@ -77,7 +82,7 @@ class Session:
         app.session_interface = interface
         app.extensions["satchel"] = manager
         app.register_error_handler(StoreUnavailable, interface.outages.handler)
-        if settings.locking:
+        if settings.store.locking:
             app.teardown_request(release_after_request)
         app.cli.add_command(session_cli)
         return manager

@@ -63,7 +63,7 @@ class SatchelSessionInterface(BaseSessionInterface):
         #: Session locks (``SESSION_LOCKING``), if on.
         self.locks = (
             SessionLocks(t.cast(LockingStore, store), settings.lock_timeout, settings.lock_lease)
-            if settings.locking
+            if settings.store.locking
             else None
         )
         #: The per-user cap (``SESSION_MAX_PER_USER``), if set.

@@ -204,7 +204,7 @@ class SessionManager:
         is refused from now on, and the count returned is 0.
         """
         if self.revocations is not None:
-            self.revocations.revoke_user(str(user), keep, self._now(), self.settings.absolute_lifetime)
+            self.revocations.revoke_user(str(user), keep, self._now(), self.settings.store.absolute_lifetime)
             return 0
         return sum(self.revoke(info.handle) for info in self.sessions_of(user) if info.handle != keep)
 

@@ -2,9 +2,12 @@
 
 Flask's keys (cookie attributes, ``PERMANENT_SESSION_LIFETIME``,
 ``SESSION_REFRESH_EACH_REQUEST``, the secret) are not here: Flask reads them
-on every request, and so does the interface. Everything here is checked up
-front, so a mistake is a ``ConfigError`` naming the key when the app starts,
-not a 500 on the first request.
+on every request, and so does the interface. Neither are a store's own
+keys (``SESSION_REDIS``, ``SESSION_FILE_DIR``, ``SESSION_SQLALCHEMY_TABLE``
+…): each store reads and checks those in its ``from_settings``, from the
+:class:`StoreSettings` it is given. Everything is checked up front, so a
+mistake is a ``ConfigError`` naming the key when the app starts, not a 500
+on the first request.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import os
 import typing as t
 from urllib.parse import SplitResult, urlsplit
 
+from . import compat
 from .errors import ConfigError
 
 #: Advice that is not an error goes here, once, at ``init_app``: not through
@@ -42,50 +46,80 @@ SCHEMES = {
     "cookie": "cookie",
 }
 
-#: Flask-Session types Flask-Satchel has no store for, with what to use instead.
-_UNSUPPORTED_TYPES = {
-    "mongodb": "use 'redis', 'sqlalchemy' or 'sqlite'",
-    "dynamodb": "use 'redis' or 'sqlalchemy'",
-    "null": "leave SESSION_TYPE unset for the SQLite default",
-}
-
 _DAY = 86400.0
 #: The absolute lifetime when neither it nor a longer idle lifetime is set.
 _ABSOLUTE_DEFAULT = 30 * _DAY
 
 
 @dataclasses.dataclass(frozen=True)
-class Settings:
-    """Every Flask-Satchel setting, validated. Times are in seconds."""
+class StoreSettings:
+    """What a store is opened from: the core's reading of the keys every store shares, and the config.
+
+    A store reads and checks its own keys (``SESSION_REDIS``,
+    ``SESSION_SQLALCHEMY_TABLE`` …) from :attr:`config` in its
+    ``from_settings``, so each key is checked in one place, by the store
+    that uses it.
+    """
 
     type: str = "sqlite"
     #: ``SESSION_URL`` parsed, or None when the store is configured by type and client.
     url: SplitResult | None = None
-    permanent: bool = False
+    #: The app's config, with what ``SESSION_TYPE = "cachelib"`` or Flask-SQLAlchemy
+    #: stand for in front (see :mod:`flask_satchel.compat`).
+    config: t.Mapping[str, t.Any] = dataclasses.field(default_factory=dict)
+    #: Relative paths (the SQLite file, the filesystem folder) are relative to this.
+    instance_path: str = ""
     key_prefix: str = "session:"
+    timeout: float = 2.0
+    #: How long a session may live at most; stores that index a user's sessions keep the index as long.
+    absolute_lifetime: float = _ABSOLUTE_DEFAULT
+    locking: bool = False
+
+    def client(self, key: str) -> t.Any:
+        """The client the app handed over under ``key``, or None; with ``SESSION_URL`` too, a ``ConfigError``."""
+        client = self.config.get(key)
+        if client is not None and self.url is not None:
+            raise ConfigError(key, f"give either {key} or SESSION_URL, not both")
+        return client
+
+    def local_path(self, default: str | os.PathLike[str]) -> str:
+        """The file path of ``sqlite:///rel``, ``sqlite:////abs`` or ``file:///abs``, else ``default``.
+
+        A relative path in the URL is relative to the instance folder, as in
+        Flask-SQLAlchemy; ``default`` is taken as it is.
+        """
+        url = self.url
+        if url is None:
+            return os.fspath(default)
+        if url.netloc:
+            raise ConfigError("SESSION_URL", f"a {url.scheme} URL names a local path and no host, got {url.geturl()!r}")
+        path = url.path[1:] if url.scheme == "sqlite" else url.path  # sqlite:///relative, sqlite:////absolute
+        if not path or path == ":memory:":
+            raise ConfigError("SESSION_URL", "needs a file path (use 'memory://' for an in-memory store)")
+        return path if os.path.isabs(path) else os.path.join(self.instance_path, path)
+
+    def flag(self, key: str, default: bool) -> bool:
+        """A store's own True/False key."""
+        return _flag(self.config, key, default)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Every setting of the core, validated. Times are in seconds."""
+
+    #: The session store, or for the cookie store only its type.
+    store: StoreSettings = StoreSettings()
+    permanent: bool = False
     id_length: int = 32
     use_signer: bool = False
-    absolute_lifetime: float = _ABSOLUTE_DEFAULT
     refresh_interval: float = 60.0
     user_key: str = "_user_id"
     track_client: bool = False
-    locking: bool = False
     #: How long a request waits for its session's lock before a 503.
     lock_timeout: float = 10.0
     #: How long a lock lives if its holder never releases it (a crashed process).
     lock_lease: float = 60.0
-    store_timeout: float = 2.0
     cleanup_n_requests: int | None = None
-    #: Where the SQLite database lives (``sqlite`` type).
-    sqlite_path: str = ""
-    #: Where the filesystem store keeps its files (``filesystem`` type).
-    file_dir: str = ""
-    file_mode: int = 0o600
-    #: Clients handed over in the config (``SESSION_REDIS``, …), by store type.
-    client: t.Any = None
-    sqlalchemy_table: str = "satchel_sessions"
-    sqlalchemy_schema: str | None = None
-    sqlalchemy_create_table: bool = True
     #: Give a long-lived session a new sid this often (None: never); the old
     #: sid keeps working for ``rotation_grace`` seconds.
     rotate_interval: float | None = None
@@ -103,7 +137,12 @@ class Settings:
     #: Take over a live Flask-Session record once, under a new id (``SESSION_MIGRATE_FLASK_SESSION``).
     migrate_flask_session: bool = False
     #: Where the cookie store keeps per-user revocation marks (``SESSION_COOKIE_REVOCATION_URL``).
-    revocation_settings: Settings | None = None
+    revocations: StoreSettings | None = None
+
+    @property
+    def type(self) -> str:
+        """The store type, as ``SESSION_TYPE`` names it."""
+        return self.store.type
 
 
 def _seconds(config: t.Mapping[str, t.Any], key: str, default: float, *, zero: bool) -> float:
@@ -124,52 +163,6 @@ def _flag(config: t.Mapping[str, t.Any], key: str, default: bool) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(key, f"expected True or False, got {value!r}")
     return value
-
-
-class _Cachelib(t.NamedTuple):
-    """What a cachelib cache handed to Flask-Session (``SESSION_CACHELIB``) becomes here."""
-
-    kind: str
-    #: ``SESSION_FILE_DIR`` for a ``FileSystemCache``.
-    file_dir: str | None = None
-    #: The Redis or memcached client of a ``RedisCache`` or ``MemcachedCache``.
-    client: t.Any = None
-
-
-def _from_cachelib(cache: t.Any) -> _Cachelib:
-    """Map ``SESSION_TYPE = "cachelib"`` to the store that keeps the same data natively.
-
-    Flask-Session 0.7 deprecated "filesystem" for "cachelib" with a
-    ``FileSystemCache``, so this is what apps that followed its advice have.
-    cachelib offers no public accessor for a cache's folder or client; they
-    are read once here, at startup, and a cachelib release that renames them
-    is a ``ConfigError`` saying what to set instead, never a failing request.
-    """
-    name = type(cache).__name__
-    module = type(cache).__module__
-    if not module.startswith("cachelib"):
-        raise ConfigError("SESSION_CACHELIB", f"expected a cachelib cache for SESSION_TYPE 'cachelib', got {name}")
-    if name == "SimpleCache":
-        return _Cachelib("memory")
-    # (type, what cachelib keeps it in, what to configure instead when it moves)
-    known = {
-        "FileSystemCache": ("filesystem", "_path", "SESSION_TYPE = 'filesystem' and SESSION_FILE_DIR"),
-        "RedisCache": ("redis", "_write_client", "SESSION_TYPE = 'redis' and SESSION_REDIS"),
-        "MemcachedCache": ("memcached", "_client", "SESSION_TYPE = 'memcached' and SESSION_MEMCACHED"),
-    }
-    if name not in known:
-        raise ConfigError(
-            "SESSION_CACHELIB",
-            f"a cachelib {name} has no Flask-Satchel store; use a FileSystemCache, SimpleCache, RedisCache or"
-            " MemcachedCache, or set SESSION_TYPE to 'sqlite', 'filesystem', 'redis', 'memcached' or 'sqlalchemy'",
-        )
-    kind, attribute, instead = known[name]
-    value = getattr(cache, attribute, None)
-    if value is None:
-        raise ConfigError("SESSION_CACHELIB", f"cannot tell what this cachelib {name} uses; set {instead}")
-    if kind == "filesystem":
-        return _Cachelib(kind, file_dir=os.fspath(value))
-    return _Cachelib(kind, client=value)
 
 
 def _type_and_url(config: t.Mapping[str, t.Any]) -> tuple[str, SplitResult | None]:
@@ -193,30 +186,7 @@ def _type_and_url(config: t.Mapping[str, t.Any]) -> tuple[str, SplitResult | Non
         if kind is not None and kind != from_url:
             raise ConfigError("SESSION_TYPE", f"{kind!r} does not match SESSION_URL, which is a {from_url!r} URL")
         kind = from_url
-    if kind is None:
-        kind = "sqlite"
-    if kind in _UNSUPPORTED_TYPES:
-        raise ConfigError("SESSION_TYPE", f"{kind!r} is not supported by Flask-Satchel; {_UNSUPPORTED_TYPES[kind]}")
-    if kind not in (*TYPES, "cachelib"):
-        raise ConfigError("SESSION_TYPE", f"unknown type {kind!r}; accepted: {', '.join(TYPES)}")
-    return kind, url
-
-
-def _local_path(url: SplitResult | None, key: str, default: str, instance_path: str) -> str:
-    """A file path from ``sqlite:///rel``, ``sqlite:////abs`` or ``file:///abs``.
-
-    Relative paths are relative to the instance folder, as Flask-SQLAlchemy does.
-    """
-    if url is None:
-        return default
-    if url.netloc:
-        raise ConfigError(key, f"a {url.scheme} URL names a local path and no host, got {url.geturl()!r}")
-    path = url.path
-    if url.scheme == "sqlite":
-        path = path[1:]  # sqlite:///relative and sqlite:////absolute
-    if not path or path == ":memory:":
-        raise ConfigError(key, "needs a file path (use 'memory://' for an in-memory store)")
-    return path if os.path.isabs(path) else os.path.join(instance_path, path)
+    return kind or "sqlite", url
 
 
 def _check_cookie(config: t.Mapping[str, t.Any]) -> None:
@@ -236,9 +206,6 @@ def _check_cookie(config: t.Mapping[str, t.Any]) -> None:
             raise ConfigError("SESSION_COOKIE_DOMAIN", f"must be unset for a cookie named {name!r}")
         if config.get("SESSION_COOKIE_PATH") not in (None, "/"):
             raise ConfigError("SESSION_COOKIE_PATH", f"must be '/' for a cookie named {name!r}")
-
-
-_CLIENT_KEYS = {"redis": "SESSION_REDIS", "memcached": "SESSION_MEMCACHED", "sqlalchemy": "SESSION_SQLALCHEMY"}
 
 
 def _absolute_lifetime(config: t.Mapping[str, t.Any], idle: float) -> float:
@@ -263,50 +230,23 @@ def _absolute_lifetime(config: t.Mapping[str, t.Any], idle: float) -> float:
     return absolute
 
 
-def _sqlalchemy_source(
-    config: t.Mapping[str, t.Any], extensions: t.Mapping[str, t.Any]
-) -> tuple[t.Any, SplitResult | None]:
-    """``SESSION_TYPE = "sqlalchemy"`` without ``SESSION_SQLALCHEMY`` or ``SESSION_URL``, as Flask-Session reads it.
-
-    The app's Flask-SQLAlchemy extension when it is initialised already,
-    else a connection of our own to ``SQLALCHEMY_DATABASE_URI``. A SQLite
-    URI is the file the SQLite store opens (relative paths are in the
-    instance folder, as in Flask-SQLAlchemy): ``sqlite`` is that store's URL.
-    """
-    db = extensions.get("sqlalchemy")
-    if db is not None:
-        return db, None
-    uri = config.get("SQLALCHEMY_DATABASE_URI")
-    if not uri:
-        raise ConfigError(
-            "SESSION_SQLALCHEMY",
-            "SESSION_TYPE 'sqlalchemy' needs SESSION_SQLALCHEMY (an Engine or a Flask-SQLAlchemy db),"
-            " SQLALCHEMY_DATABASE_URI or SESSION_URL",
-        )
-    if not isinstance(uri, str):
-        uri = uri.render_as_string(hide_password=False)  # a SQLAlchemy URL object
-    return None, urlsplit(uri)
-
-
 def load(
     config: t.Mapping[str, t.Any], instance_path: str, extensions: t.Mapping[str, t.Any] | None = None
 ) -> Settings:
-    """Read and check Flask-Satchel's keys from an app's config.
+    """Read and check the core's keys from an app's config; the store's own keys are its ``from_settings``'s.
 
     The secret is not among them: like Flask, the interface reads
     ``app.secret_key`` when a request needs it, so an app factory may set it
     after ``init_app``. ``extensions`` is the app's, for Flask-SQLAlchemy.
     """
     kind, url = _type_and_url(config)
-    cachelib = _from_cachelib(config.get("SESSION_CACHELIB")) if kind == "cachelib" else None
-    if cachelib is not None:
-        kind = cachelib.kind
+    kind, url, overrides = compat.resolve(kind, url, config, extensions or {})
+    if kind not in TYPES:
+        raise ConfigError("SESSION_TYPE", f"unknown type {kind!r}; accepted: {', '.join(TYPES)}")
 
     id_length = config.get("SESSION_ID_LENGTH", 32)
     if not isinstance(id_length, int) or isinstance(id_length, bool) or id_length < 32:
         raise ConfigError("SESSION_ID_LENGTH", f"must be at least 32 bytes (256 bits), got {id_length!r}")
-
-    use_signer = _flag(config, "SESSION_USE_SIGNER", False)
 
     # Flask's own key is read per request, but a value that can never work is
     # a startup error here rather than a 500 later.
@@ -323,75 +263,23 @@ def load(
     if cleanup_n is not None and (not isinstance(cleanup_n, int) or isinstance(cleanup_n, bool) or cleanup_n < 1):
         raise ConfigError("SESSION_CLEANUP_N_REQUESTS", f"expected a positive integer or None, got {cleanup_n!r}")
 
-    file_dir = config.get("SESSION_FILE_DIR")
-    if file_dir is not None and not isinstance(file_dir, (str, os.PathLike)):
-        raise ConfigError("SESSION_FILE_DIR", f"expected a directory path, got {file_dir!r}")
-    if config.get("SESSION_FILE_THRESHOLD") is not None:
-        log.warning(
-            "SESSION_FILE_THRESHOLD is ignored: Flask-Satchel never evicts a live session to make room;"
-            " expired sessions are removed by 'flask session cleanup'"
-        )
-    file_mode = config.get("SESSION_FILE_MODE", 0o600)
-    if not isinstance(file_mode, int) or not 0 <= file_mode <= 0o777:
-        raise ConfigError("SESSION_FILE_MODE", f"expected permission bits such as 0o600, got {file_mode!r}")
-
-    if config.get("SESSION_SQLALCHEMY_BIND_KEY") is not None:
-        raise ConfigError(
-            "SESSION_SQLALCHEMY_BIND_KEY",
-            "is not read by Flask-Satchel; hand the bind's engine over instead:"
-            " SESSION_SQLALCHEMY = db.engines[<bind key>]",
-        )
-    if config.get("SESSION_SQLALCHEMY_SEQUENCE") is not None:
-        log.info("SESSION_SQLALCHEMY_SEQUENCE is ignored: Flask-Satchel's table is keyed by the session's hash")
-    fmt = config.get("SESSION_SERIALIZATION_FORMAT")
-    if fmt is not None:
-        # Flask-Session's choice of record encoding; no user of Flask-Satchel can observe its own.
-        log.info("SESSION_SERIALIZATION_FORMAT=%r is Flask-Session's; Flask-Satchel stores typed msgpack", fmt)
-
-    client = config.get(_CLIENT_KEYS.get(kind, ""))
-    if cachelib is not None:
-        client = cachelib.client
-        file_dir = cachelib.file_dir or file_dir
-    elif kind == "sqlalchemy" and client is None and url is None:
-        client, url = _sqlalchemy_source(config, extensions or {})
-        if url is not None and url.scheme.partition("+")[0] == "sqlite":
-            kind = "sqlite"
-    table = config.get("SESSION_SQLALCHEMY_TABLE", "satchel_sessions")
-    if not isinstance(table, str) or not table:
-        raise ConfigError("SESSION_SQLALCHEMY_TABLE", f"expected a table name, got {table!r}")
-    schema = config.get("SESSION_SQLALCHEMY_SCHEMA")
-    if schema is not None and not isinstance(schema, str):
-        raise ConfigError("SESSION_SQLALCHEMY_SCHEMA", f"expected a schema name or None, got {schema!r}")
-
-    revocation_settings = None
-    revocation_url = config.get("SESSION_COOKIE_REVOCATION_URL")
-    if revocation_url is not None:
-        if kind != "cookie":
-            raise ConfigError("SESSION_COOKIE_REVOCATION_URL", "is only used with SESSION_TYPE='cookie'")
-        try:
-            revocation_settings = load(
-                {
-                    "SESSION_URL": revocation_url,
-                    "SESSION_KEY_PREFIX": f"{prefix}revoked:",
-                    "SESSION_STORE_TIMEOUT": config.get("SESSION_STORE_TIMEOUT", 2.0),
-                    "SESSION_SQLALCHEMY_TABLE": f"{table}_revocations",
-                },
-                instance_path,
-            )
-        except ConfigError as e:
-            raise ConfigError("SESSION_COOKIE_REVOCATION_URL", str(e)) from None
-        if revocation_settings.type in ("cookie", "memcached"):
-            raise ConfigError(
-                "SESSION_COOKIE_REVOCATION_URL",
-                f"needs a store that keeps records reliably, not {revocation_settings.type!r}",
-            )
-
+    store = StoreSettings(
+        type=kind,
+        url=url,
+        config={**config, **overrides} if overrides else config,
+        instance_path=instance_path,
+        key_prefix=prefix,
+        timeout=_seconds(config, "SESSION_STORE_TIMEOUT", 2.0, zero=False),
+        absolute_lifetime=_absolute_lifetime(config, idle),
+        locking=_flag(config, "SESSION_LOCKING", False),
+    )
+    server_side = kind != "cookie"
     max_per_user = config.get("SESSION_MAX_PER_USER")
     if max_per_user is not None and (
         not isinstance(max_per_user, int) or isinstance(max_per_user, bool) or max_per_user < 1
     ):
         raise ConfigError("SESSION_MAX_PER_USER", f"expected a positive integer or None, got {max_per_user!r}")
-    if max_per_user is not None and kind == "cookie":
+    if max_per_user is not None and not server_side:
         raise ConfigError("SESSION_MAX_PER_USER", "needs a server-side store; the cookie store cannot list sessions")
     policy = config.get("SESSION_MAX_PER_USER_POLICY", "revoke_oldest")
     if policy not in ("revoke_oldest", "refuse"):
@@ -399,44 +287,21 @@ def load(
     _check_cookie(config)
     rotate_interval = None
     if config.get("SESSION_ROTATE_INTERVAL") is not None:
-        if kind == "cookie":
+        if not server_side:
             raise ConfigError("SESSION_ROTATE_INTERVAL", "needs a server-side store; the cookie store has no sid")
         rotate_interval = _seconds(config, "SESSION_ROTATE_INTERVAL", 0, zero=False)
 
-    default_file_dir = os.path.join(instance_path, "flask_satchel_sessions")
     return Settings(
-        type=kind,
-        url=url,
+        store=store,
         permanent=_flag(config, "SESSION_PERMANENT", False),
-        key_prefix=prefix,
         id_length=id_length,
-        use_signer=use_signer,
-        absolute_lifetime=_absolute_lifetime(config, idle),
+        use_signer=_flag(config, "SESSION_USE_SIGNER", False),
         refresh_interval=_seconds(config, "SESSION_REFRESH_INTERVAL", 60.0, zero=True),
         user_key=user_key,
         track_client=_flag(config, "SESSION_TRACK_CLIENT", False),
-        locking=_flag(config, "SESSION_LOCKING", False),
         lock_timeout=_seconds(config, "SESSION_LOCK_TIMEOUT", 10.0, zero=False),
         lock_lease=_seconds(config, "SESSION_LOCK_LEASE", 60.0, zero=False),
-        store_timeout=_seconds(config, "SESSION_STORE_TIMEOUT", 2.0, zero=False),
         cleanup_n_requests=cleanup_n,
-        sqlite_path=_local_path(
-            url if kind == "sqlite" else None,
-            "SESSION_URL",
-            os.path.join(instance_path, "flask_satchel.sqlite3"),
-            instance_path,
-        ),
-        file_dir=_local_path(
-            url if kind == "filesystem" else None,
-            "SESSION_URL",
-            os.fspath(file_dir or default_file_dir),
-            instance_path,
-        ),
-        file_mode=file_mode,
-        client=client,
-        sqlalchemy_table=table,
-        sqlalchemy_schema=schema,
-        sqlalchemy_create_table=_flag(config, "SESSION_SQLALCHEMY_CREATE_TABLE", True),
         rotate_interval=rotate_interval,
         rotation_grace=_seconds(config, "SESSION_ROTATION_GRACE", 5.0, zero=True),
         max_per_user=max_per_user,
@@ -445,5 +310,31 @@ def load(
         no_store=_flag(config, "SESSION_NO_STORE", True),
         migrate_flask_cookies=_flag(config, "SESSION_MIGRATE_FLASK_COOKIES", False),
         migrate_flask_session=_flag(config, "SESSION_MIGRATE_FLASK_SESSION", False),
-        revocation_settings=revocation_settings,
+        revocations=_revocations(config, store),
+    )
+
+
+def _revocations(config: t.Mapping[str, t.Any], sessions: StoreSettings) -> StoreSettings | None:
+    """``SESSION_COOKIE_REVOCATION_URL``: the store of the cookie store's per-user revocation marks."""
+    raw_url = config.get("SESSION_COOKIE_REVOCATION_URL")
+    if raw_url is None:
+        return None
+    if sessions.type != "cookie":
+        raise ConfigError("SESSION_COOKIE_REVOCATION_URL", "is only used with SESSION_TYPE='cookie'")
+    try:
+        kind, url = _type_and_url({"SESSION_URL": raw_url})
+    except ConfigError as e:
+        raise ConfigError("SESSION_COOKIE_REVOCATION_URL", str(e)) from None
+    if kind in ("cookie", "memcached"):
+        raise ConfigError("SESSION_COOKIE_REVOCATION_URL", f"needs a store that keeps records reliably, not {kind!r}")
+    # Only the URL configures it: the session keys of the app (a client, a
+    # folder) are for a store this app does not have.
+    table = config.get("SESSION_SQLALCHEMY_TABLE", "satchel_sessions")
+    return dataclasses.replace(
+        sessions,
+        type=kind,
+        url=url,
+        config={"SESSION_SQLALCHEMY_TABLE": f"{table}_revocations"},
+        key_prefix=f"{sessions.key_prefix}revoked:",
+        locking=False,
     )

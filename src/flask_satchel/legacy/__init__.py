@@ -131,7 +131,7 @@ class BaseImporter:
     backend = ""
 
     def __init__(self, settings: Settings, app: Flask) -> None:
-        self.key_prefix = settings.key_prefix
+        self.key_prefix = settings.store.key_prefix
         self.use_signer = settings.use_signer
         self._pattern = ids.sid_pattern(settings.id_length)
         self._signer: tuple[tuple[t.Any, ...], Signer] | None = None

@@ -74,11 +74,10 @@ def plain_unpickle(data: bytes) -> t.Any:
 
 def flask_session_dir(app: Flask, settings: Settings) -> str:
     """The folder Flask-Session's files are in, by Flask-Session's own rule (see the module docstring)."""
-    configured = app.config.get("SESSION_FILE_DIR")
+    # The cache's folder for SESSION_TYPE "cachelib", which it puts in front of SESSION_FILE_DIR.
+    configured = settings.store.config.get("SESSION_FILE_DIR")
     if configured:
         return str(os.fspath(configured))
-    if app.config.get("SESSION_TYPE") == "cachelib":
-        return settings.file_dir
     return os.path.join(os.getcwd(), "flask_session")
 
 

@@ -87,9 +87,10 @@ class SQLImporter(BaseImporter):
         if not isinstance(name, str) or not name:
             raise ConfigError("SESSION_FLASK_SESSION_TABLE", f"expected Flask-Session's table name, got {name!r}")
         #: The engine the table is on: Flask-Satchel's store's, whose pool it shares.
-        self.engine: sa.Engine = t.cast("SQLStore", store).engine
+        sql_store = t.cast("SQLStore", store)
+        self.engine: sa.Engine = sql_store.engine
         #: Flask-Session's table.
-        self.table = table = flask_session_table(name, settings.sqlalchemy_schema)
+        self.table = table = flask_session_table(name, sql_store.table.schema)
         named = table.c.session_id == sa.bindparam("sid")
         self._take = sa.delete(table).where(named).returning(table.c.data, table.c.expiry)
         self._find = sa.select(table.c.id, table.c.data, table.c.expiry).where(named)

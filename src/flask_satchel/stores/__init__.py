@@ -1,8 +1,9 @@
 """Session stores, one module each, loaded only when configured.
 
-Each store class has a ``from_settings(settings)`` constructor; importing a
-store module is what pulls in its client library, so an app on the SQLite
-default never imports redis, SQLAlchemy or pymemcache.
+Each store class has a ``from_settings(settings)`` constructor, given the
+:class:`~flask_satchel.settings.StoreSettings` it reads its own keys from.
+Importing a store module is what pulls in its client library, so an app on
+the SQLite default never imports redis, SQLAlchemy or pymemcache.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from ..errors import ConfigError
 from .base import Change, Record, Store, merge
 
 if t.TYPE_CHECKING:
-    from ..settings import Settings
+    from ..settings import StoreSettings
 
 __all__ = ["Change", "Record", "Store", "merge", "open_store"]
 
@@ -42,7 +43,7 @@ EXTRAS = {
 }
 
 
-def missing_extra(error: ModuleNotFoundError, settings: Settings) -> ConfigError | None:
+def missing_extra(error: ModuleNotFoundError, settings: StoreSettings) -> ConfigError | None:
     """The ``ConfigError`` naming the extra to install for a package a store needs; None for any other module."""
     missing = (error.name or "").partition(".")[0]
     if missing not in EXTRAS:
@@ -54,7 +55,7 @@ def missing_extra(error: ModuleNotFoundError, settings: Settings) -> ConfigError
     )
 
 
-def open_store(settings: Settings) -> Store:
+def open_store(settings: StoreSettings) -> Store:
     """Build the store that ``settings`` describe.
 
     A client library that is not installed is a ``ConfigError`` that says

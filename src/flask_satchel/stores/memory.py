@@ -16,7 +16,7 @@ import msgspec
 from .base import Change, Record, merge
 
 if t.TYPE_CHECKING:
-    from ..settings import Settings
+    from ..settings import StoreSettings
 
 
 class MemoryStore:
@@ -28,7 +28,7 @@ class MemoryStore:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> MemoryStore:
+    def from_settings(cls, settings: StoreSettings) -> MemoryStore:
         return cls()
 
     def load(self, key: str) -> Record | None:

@@ -13,6 +13,7 @@ import typing as t
 
 import msgspec
 
+from ...errors import ConfigError
 from ..base import Change, Record, merge
 from .files import DamagedRecord, locked, read, security_log, stale, unavailable, write
 from .locks import FileLocks
@@ -20,7 +21,7 @@ from .scan import records, remove_foreign, scan
 from .users import UserMarks
 
 if t.TYPE_CHECKING:
-    from ...settings import Settings
+    from ...settings import StoreSettings
 
 
 class FileSystemStore:
@@ -35,8 +36,17 @@ class FileSystemStore:
         self._locks = FileLocks(directory, mode)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> FileSystemStore:
-        return cls(settings.file_dir, mode=settings.file_mode, timeout=settings.store_timeout)
+    def from_settings(cls, settings: StoreSettings) -> FileSystemStore:
+        """``SESSION_FILE_DIR`` (or a ``file://`` ``SESSION_URL``) and ``SESSION_FILE_MODE``."""
+        folder = settings.config.get("SESSION_FILE_DIR") or os.path.join(
+            settings.instance_path, "flask_satchel_sessions"
+        )
+        if not isinstance(folder, (str, os.PathLike)):
+            raise ConfigError("SESSION_FILE_DIR", f"expected a directory path, got {folder!r}")
+        mode = settings.config.get("SESSION_FILE_MODE", 0o600)
+        if not isinstance(mode, int) or not 0 <= mode <= 0o777:
+            raise ConfigError("SESSION_FILE_MODE", f"expected permission bits such as 0o600, got {mode!r}")
+        return cls(settings.local_path(folder), mode=mode, timeout=settings.timeout)
 
     def _path(self, key: str) -> str:
         # Keys are hex digests (the interface's) or other plain names; a

@@ -21,18 +21,16 @@ from ...errors import ConfigError
 from .servers import servers_of
 
 if t.TYPE_CHECKING:
-    from ...settings import Settings
+    from ...settings import StoreSettings
 
 log = logging.getLogger("flask_satchel")
 
 _DEFAULT_PORT = 11211
 
 
-def client_from(settings: Settings) -> tuple[t.Any, bool]:
+def client_from(settings: StoreSettings) -> tuple[t.Any, bool]:
     """The client ``settings`` give (``SESSION_MEMCACHED``) or describe, and whether the store made it."""
-    client = settings.client
-    if client is not None and settings.url is not None:
-        raise ConfigError("SESSION_MEMCACHED", "give either a client or a memcached:// SESSION_URL, not both")
+    client = settings.client("SESSION_MEMCACHED")
     if client is not None:
         # No_delay does not matter here (every command waits for its
         # answer, see above), but a missing timeout does.
@@ -45,7 +43,7 @@ def client_from(settings: Settings) -> tuple[t.Any, bool]:
         return client, False
     # Flask-Session's default when neither a client nor a URL is given.
     servers = _parse_url(settings.url) if settings.url is not None else [("127.0.0.1", _DEFAULT_PORT)]
-    return _connect(servers, settings.store_timeout), True
+    return _connect(servers, settings.timeout), True
 
 
 def _parse_url(url: t.Any) -> list[tuple[str, int]]:

@@ -47,7 +47,7 @@ from .limits import GONE, check_prefix, exptime, store_item
 from .servers import Cluster
 
 if t.TYPE_CHECKING:
-    from ...settings import Settings
+    from ...settings import StoreSettings
 
 _LOCK = "lock:"
 
@@ -78,7 +78,7 @@ class MemcachedStore:
         self._seen: LastRead[tuple[bytes, int]] = LastRead()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> MemcachedStore:
+    def from_settings(cls, settings: StoreSettings) -> MemcachedStore:
         client, owns_client = client_from(settings)
         return cls(
             client, prefix=settings.key_prefix, index_lifetime=settings.absolute_lifetime, owns_client=owns_client

@@ -23,7 +23,7 @@ from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConn
 from ...errors import ConfigError
 
 if t.TYPE_CHECKING:
-    from ...settings import Settings
+    from ...settings import StoreSettings
 
 log = logging.getLogger("flask_satchel")
 
@@ -200,18 +200,16 @@ class Opened(t.NamedTuple):
     also_close: t.Sequence[t.Any] = ()
 
 
-def from_settings(settings: Settings) -> Opened:
+def from_settings(settings: StoreSettings) -> Opened:
     """The client of ``SESSION_REDIS``, or one made from ``SESSION_URL`` (default: the local Redis)."""
-    client = settings.client
-    if client is not None and settings.url is not None:
-        raise ConfigError("SESSION_REDIS", "give either a client or a redis SESSION_URL, not both")
+    client = settings.client("SESSION_REDIS")
     if client is None:
         url = settings.url if settings.url is not None else urlsplit(DEFAULT_URL)
-        client, also_close = connect(url, settings.store_timeout)
+        client, also_close = connect(url, settings.timeout)
         return Opened(client, "SESSION_URL", owned=True, also_close=also_close)
     check_client(client)
     timeout = client.get_connection_kwargs().get("socket_timeout")
-    if timeout is None or timeout > settings.store_timeout:
+    if timeout is None or timeout > settings.timeout:
         # Not refused: the app may have reasons; but the 503 promise is off.
         # Logged, not warned: -W error would turn advice into a crash.
         log.warning(
@@ -219,6 +217,6 @@ def from_settings(settings: Settings) -> Opened:
             " so a Redis that hangs holds requests that long before they get a 503; create it with"
             " socket_timeout= and socket_connect_timeout=",
             "for ever" if timeout is None else f"{timeout} s",
-            settings.store_timeout,
+            settings.timeout,
         )
     return Opened(client, "SESSION_REDIS")

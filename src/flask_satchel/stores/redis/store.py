@@ -18,7 +18,7 @@ from .scripts import COMPARE_AND_SET, UNLOCK, Script
 from .threads import PerThread
 
 if t.TYPE_CHECKING:
-    from ...settings import Settings
+    from ...settings import StoreSettings
 
 
 def _ms(timestamp: float) -> int:
@@ -64,12 +64,12 @@ class RedisStore:
         self._read: LastRead[tuple[bytes, Record]] = LastRead()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RedisStore:
+    def from_settings(cls, settings: StoreSettings) -> RedisStore:
         store = cls(
             clients.from_settings(settings), prefix=settings.key_prefix, index_lifetime=settings.absolute_lifetime
         )
         try:
-            startup.check(store._client, store._unavailable, settings.store_timeout)
+            startup.check(store._client, store._unavailable, settings.timeout)
         except ConfigError:
             store.close()
             raise

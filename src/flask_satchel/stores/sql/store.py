@@ -30,7 +30,7 @@ from .schema import DEFAULT_TABLE, TableCheck, make_lock_table, make_table
 from .statements import CLEANUP_BATCH, Statements
 
 if t.TYPE_CHECKING:
-    from ...settings import Settings
+    from ...settings import StoreSettings
 
 __all__ = ["SQLStore"]
 
@@ -78,15 +78,22 @@ class SQLStore:
         self._seen: LastRead[bytes] = LastRead()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> SQLStore:
+    def from_settings(cls, settings: StoreSettings) -> SQLStore:
         if len(settings.key_prefix) > 128:
             raise ConfigError("SESSION_KEY_PREFIX", "must be at most 128 characters for the sqlalchemy store")
-        if settings.client is not None and settings.url is not None:
-            raise ConfigError("SESSION_URL", "give either SESSION_URL or SESSION_SQLALCHEMY, not both")
-        if settings.client is not None:
-            engine, owns_engine = engine_of(settings.client), False
+        """``SESSION_SQLALCHEMY`` or ``SESSION_URL``, and the ``SESSION_SQLALCHEMY_*`` keys of the table."""
+        client = settings.client("SESSION_SQLALCHEMY")
+        table = settings.config.get("SESSION_SQLALCHEMY_TABLE", "satchel_sessions")
+        if not isinstance(table, str) or not table:
+            raise ConfigError("SESSION_SQLALCHEMY_TABLE", f"expected a table name, got {table!r}")
+        schema = settings.config.get("SESSION_SQLALCHEMY_SCHEMA")
+        if schema is not None and not isinstance(schema, str):
+            raise ConfigError("SESSION_SQLALCHEMY_SCHEMA", f"expected a schema name or None, got {schema!r}")
+        create_table = settings.flag("SESSION_SQLALCHEMY_CREATE_TABLE", True)
+        if client is not None:
+            engine, owns_engine = engine_of(client), False
         elif settings.url is not None:
-            engine, owns_engine = make_engine(settings.url, settings.store_timeout), True
+            engine, owns_engine = make_engine(settings.url, settings.timeout), True
         else:
             raise ConfigError(
                 "SESSION_SQLALCHEMY",
@@ -94,15 +101,15 @@ class SQLStore:
             )
         store = cls(
             engine,
-            table=settings.sqlalchemy_table,
-            schema=settings.sqlalchemy_schema,
+            table=table,
+            schema=schema,
             prefix=settings.key_prefix,
             locking=settings.locking,
             owns_engine=owns_engine,
         )
         if settings.url is not None:
             store._tables.source = "SESSION_URL"
-        if settings.sqlalchemy_create_table:
+        if create_table:
             try:
                 store._tables.check()
             except StoreUnavailable as e:

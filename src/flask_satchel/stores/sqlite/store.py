@@ -10,6 +10,7 @@ are ``connections``'s.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 import typing as t
@@ -19,7 +20,7 @@ from ..base import Change, Record, merge_data, record_from_row, times_after
 from .connections import Database, failed, transaction
 
 if t.TYPE_CHECKING:
-    from ...settings import Settings
+    from ...settings import StoreSettings
 
 _COLUMNS = "data, created_at, last_seen, expires_at, permanent, user, client"
 _LOAD = f"SELECT {_COLUMNS} FROM satchel_sessions WHERE key = ?"
@@ -38,8 +39,11 @@ class SQLiteStore:
         self._pool = self._db.pool
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> SQLiteStore:
-        return cls(settings.sqlite_path, timeout=settings.store_timeout)
+    def from_settings(cls, settings: StoreSettings) -> SQLiteStore:
+        """A ``sqlite://`` ``SESSION_URL``, else ``flask_satchel.sqlite3`` in the instance folder."""
+        return cls(
+            settings.local_path(os.path.join(settings.instance_path, "flask_satchel.sqlite3")), timeout=settings.timeout
+        )
 
     @property
     def path(self) -> str:
