@@ -26,7 +26,8 @@ if t.TYPE_CHECKING:
     from .settings import Settings
     from .stores.base import Record, Store
 
-_HANDLE = re.compile(r"[0-9a-f]{32}")
+#: What a session handle looks like: the hex digest ``session.handle`` and ``flask session list`` show.
+HANDLE = re.compile(r"[0-9a-f]{32}")
 
 #: ``progress(done, total)``: called as a long operation advances, for a progress bar.
 Progress = t.Callable[[int, int], None]
@@ -160,7 +161,7 @@ class SessionManager:
 
     def info(self, handle: str) -> SessionInfo | None:
         """One live session's metadata and the names of its keys; None when there is no such session."""
-        if not isinstance(handle, str) or not _HANDLE.fullmatch(handle):
+        if not isinstance(handle, str) or not HANDLE.fullmatch(handle):
             return None
         record = self._records("look a session up").load(handle)
         if record is None or record.expires_at <= self._now():
@@ -187,7 +188,7 @@ class SessionManager:
 
     def revoke(self, handle: str) -> bool:
         """End one session; True when it existed."""
-        if not isinstance(handle, str) or not _HANDLE.fullmatch(handle):
+        if not isinstance(handle, str) or not HANDLE.fullmatch(handle):
             return False
         if not self._records(
             "revoke one session; use revoke_user(user), which needs SESSION_COOKIE_REVOCATION_URL"
