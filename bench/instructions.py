@@ -13,7 +13,10 @@ Usage (valgrind from ``apt-get install valgrind``)::
 
 Each target runs twice under callgrind, with 100 and with 1,100 measured
 requests after the same warm-up; the difference over 1,000 is the count per
-request, free of start-up costs. Only backends with no server to start are
+request, free of start-up costs. With ``SATCHEL_NO_OTEL=1`` the app runs as
+if OpenTelemetry were not installed; otherwise its API is there, with no
+SDK configured, as in an app that installed the extra and set nothing up.
+Only backends with no server to start are
 offered: the floor, Flask's cookie session, and the memory, SQLite,
 filesystem and encrypted cookie stores.
 """
@@ -35,6 +38,8 @@ _COLLECTED = re.compile(r"Collected : (\d+)")
 
 def _child(name: str, scenario: str, requests: int) -> None:
     """Build the app, warm it up, then run ``requests`` requests (what callgrind counts)."""
+    if os.environ.get("SATCHEL_NO_OTEL"):
+        sys.modules["opentelemetry"] = None  # type: ignore[assignment]  # as if the otel extra were not installed
     sys.path.insert(0, HERE)
     import apps
     import latency

@@ -17,6 +17,20 @@ if t.TYPE_CHECKING:
     from flask import Flask
 
     from .base_interface import BaseSessionInterface
+    from .stores.base import Store
+
+
+def _traced(app: Flask, store: Store) -> Store:
+    """``store`` with its operations traced and timed when OpenTelemetry's API is installed (the ``otel`` extra)."""
+    try:
+        from .telemetry import TracedStore, count_lifecycle
+    except ModuleNotFoundError as e:
+        if (e.name or "").partition(".")[0] != "opentelemetry":
+            raise
+        return store
+    traced = TracedStore(store)
+    count_lifecycle(app, traced.attributes)
+    return t.cast("Store", traced)
 
 
 class Session:
@@ -38,7 +52,7 @@ class Session:
         if settings.type == "cookie":
             return self._init_cookie_mode(app, settings)
         with app.app_context():  # a Flask-SQLAlchemy ``db`` needs one to hand out its engine
-            store = open_store(settings.store)
+            store = _traced(app, open_store(settings.store))
         if settings.store.locking and not isinstance(store, LockingStore):
             raise ConfigError("SESSION_LOCKING", f"the {settings.type} store cannot lock sessions")
         interface = SatchelSessionInterface(settings, store)

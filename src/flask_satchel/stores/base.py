@@ -225,3 +225,15 @@ class HasSchema(t.Protocol):
 
     def create_table(self) -> None:
         """Create the store's table and indexes if they are missing."""
+
+
+@t.runtime_checkable
+class Described(t.Protocol):
+    """A store that says what it runs on, in OpenTelemetry's database attributes (``db.system``, ``server.address`` …).
+
+    Nothing secret: no password, no session key. Telemetry
+    (:mod:`flask_satchel.telemetry`) puts these on every span and measurement.
+    """
+
+    def describe(self) -> dict[str, str | int]:
+        """The attributes that name this store's database."""

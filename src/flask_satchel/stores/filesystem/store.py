@@ -48,6 +48,9 @@ class FileSystemStore:
             raise ConfigError("SESSION_FILE_MODE", f"expected permission bits such as 0o600, got {mode!r}")
         return cls(settings.local_path(folder), mode=mode, timeout=settings.timeout)
 
+    def describe(self) -> dict[str, str | int]:
+        return {"db.system": "filesystem", "db.namespace": self.directory}
+
     def _path(self, key: str) -> str:
         # Keys are hex digests (the interface's) or other plain names; a
         # format string is cheaper than os.path.join on every request.

@@ -84,6 +84,14 @@ class MemcachedStore:
             client, prefix=settings.key_prefix, index_lifetime=settings.absolute_lifetime, owns_client=owns_client
         )
 
+    def describe(self) -> dict[str, str | int]:
+        described: dict[str, str | int] = {"db.system": "memcached"}
+        if len(self._cluster.servers) == 1:  # several: each key has its own server
+            host, _, port = next(iter(self._cluster.servers)).rpartition(":")
+            if host and port.isdigit():
+                described.update({"server.address": host, "server.port": int(port)})
+        return described
+
     @property
     def index_lifetime(self) -> float:
         """The absolute session lifetime, which a user's index of one period covers."""

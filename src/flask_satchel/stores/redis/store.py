@@ -85,6 +85,15 @@ class RedisStore:
                 return self._client.get()
         return self._client
 
+    def describe(self) -> dict[str, str | int]:
+        described: dict[str, str | int] = {"db.system": "redis"}
+        if isinstance(self._client, redis.Redis):  # a Cluster's or Sentinel's server changes; none is named
+            settings = self._client.get_connection_kwargs()
+            if "host" in settings and "port" in settings:
+                described.update({"server.address": settings["host"], "server.port": int(settings["port"])})
+            described["db.namespace"] = str(settings.get("db", 0))
+        return described
+
     def _lock(self, key: str) -> str:
         return f"{self.prefix}lock:{{{key}}}"  # the session's slot; not matched by the index's SCAN
 

@@ -134,6 +134,20 @@ class SQLStore:
         """
         self._tables.create()
 
+    #: ``count`` is one query on the expiry index: telemetry may report live sessions from it.
+    counts_cheaply = True
+
+    def describe(self) -> dict[str, str | int]:
+        url = self.engine.url
+        described: dict[str, str | int] = {"db.system": self.engine.dialect.name, "db.collection.name": self.table.name}
+        if url.host:
+            described["server.address"] = url.host
+        if url.port:
+            described["server.port"] = url.port
+        if url.database:
+            described["db.namespace"] = url.database
+        return described
+
     # The Store protocol ---------------------------------------------------------------
 
     def load(self, key: str) -> Record | None:

@@ -50,6 +50,12 @@ class SQLiteStore:
         """The database file; its folder is created on first use."""
         return self._db.path
 
+    #: ``count`` is one query on the expiry index: telemetry may report live sessions from it.
+    counts_cheaply = True
+
+    def describe(self) -> dict[str, str | int]:
+        return {"db.system": "sqlite", "db.namespace": self.path}
+
     @property
     def timeout(self) -> float:
         """How long a change waits for another process's write lock before it is a 503."""

@@ -1,0 +1,229 @@
+"""OpenTelemetry: a span and a duration for each store operation, and counts of the sessions' lifecycle.
+
+``Session(app)`` installs it when ``opentelemetry-api`` is importable (the
+``otel`` extra); without it nothing here is imported. Spans and metrics go
+wherever the app's OpenTelemetry SDK sends them (live sessions too, for the
+stores that count in one query: memory, SQLite, SQL). With no SDK
+configured the store is called directly, with neither span nor measurement.
+
+Each store operation a request makes (load, change, create, touch, delete,
+lock, unlock) is a CLIENT span named and attributed after OpenTelemetry's
+database conventions, a child of the current span (the request's, when an
+instrumentation such as opentelemetry-instrumentation-flask made one). Its
+attributes name the store (:meth:`~flask_satchel.stores.base.Described.describe`)
+and the operation, never a session id, a store key or a value. redis-py's
+and SQLAlchemy's own instrumentations, if installed, see the commands and
+statements underneath as children of these spans.
+"""
+
+from __future__ import annotations
+
+import time
+import typing as t
+import weakref
+
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.trace import SpanKind, StatusCode
+
+from . import signals
+from .errors import SatchelError, StoreUnavailable
+from .stores.base import Described
+
+if t.TYPE_CHECKING:
+    from flask import Flask
+
+    from .stores.base import Change, Record, Store
+
+#: Store method to the operation's name in spans and metrics.
+OPERATIONS = {
+    "load": "load",
+    "apply": "change",
+    "create": "create",
+    "touch": "touch",
+    "delete": "delete",
+    "lock": "lock",
+    "unlock": "unlock",
+}
+
+_SCOPE = "flask_satchel"
+#: How often, in seconds, a store without an SDK to trace to asks whether one has been set up since.
+RECHECK = 10.0
+_API_PACKAGES = ("opentelemetry.trace", "opentelemetry.metrics")
+
+
+class _Instruments:
+    """The meter's instruments, made once: a second instrument of the same name would be ignored."""
+
+    def __init__(self) -> None:
+        meter = metrics.get_meter(_SCOPE)
+        self.duration = meter.create_histogram(
+            "db.client.operation.duration", unit="s", description="Duration of session store operations."
+        )
+        self.unavailable = meter.create_counter(
+            "flask_satchel.store.unavailable", unit="{error}", description="Store operations that failed: a 503."
+        )
+        self.lifecycle = {
+            what: meter.create_counter(
+                f"flask_satchel.sessions.{what}", unit="{session}", description=f"Sessions {what}."
+            )
+            for what in ("created", "destroyed", "revoked", "expired")
+        }
+        #: The stores whose live sessions are reported; an app's store leaves with it.
+        self.live: weakref.WeakSet[TracedStore] = weakref.WeakSet()
+        meter.create_observable_gauge(
+            "flask_satchel.sessions.live", [self._observe], unit="{session}", description="Live sessions."
+        )
+
+    def _observe(self, options: CallbackOptions) -> t.Iterable[Observation]:
+        return [seen for seen in (store.live() for store in list(self.live)) if seen is not None]
+
+
+class TracedStore:
+    """The app's store, with each operation traced and timed; anything else is the store's own.
+
+    Attributes the store lacks are missing here too, so the capability
+    checks (``LockingStore``, ``HasSchema``) answer as for the store itself.
+    """
+
+    def __init__(self, inner: Store) -> None:
+        #: The store every call goes to.
+        self.inner = inner
+        described = inner.describe() if isinstance(inner, Described) else {"db.system": type(inner).__name__}
+        system = str(described.get("db.system"))
+        #: What names the store, on every span and measurement.
+        self.attributes: dict[str, str | int] = {**described, "db.system.name": system}
+        target = described.get("db.collection.name") or described.get("db.namespace") or system
+        self._spans = {
+            method: (f"{op} {target}", {**self.attributes, "db.operation.name": op})
+            for method, op in OPERATIONS.items()
+        }
+        self._tracer = trace.get_tracer(_SCOPE)
+        self._duration, self._unavailable = _INSTRUMENTS.duration, _INSTRUMENTS.unavailable
+        self._closed = False
+        #: Whether an SDK is set up; until one is, asked again at ``_check_at``.
+        self._on = False
+        self._check_at = 0.0
+        # Only where a count is one query or one pass in memory: Redis and the
+        # filesystem would read every session at each collection, memcached cannot count.
+        if getattr(inner, "counts_cheaply", False):
+            _INSTRUMENTS.live.add(self)
+
+    def live(self) -> Observation | None:
+        """The count of live sessions, or None when the store is closed or cannot answer."""
+        if self._closed:
+            return None
+        try:
+            return Observation(self.inner.count(time.time()), self.attributes)
+        except SatchelError:  # the store is down: no reading, and the outage shows on the requests
+            return None
+
+    def _sdk(self) -> bool:
+        """Whether an SDK takes spans or measurements; callers ask only once ``_check_at`` has passed.
+
+        The API's own providers, the no-op ones and the proxies that wait for
+        an SDK, are defined in its ``opentelemetry.trace`` and
+        ``opentelemetry.metrics`` packages; an SDK's are defined elsewhere.
+        """
+        self._check_at = time.monotonic() + RECHECK
+        providers = (trace.get_tracer_provider(), metrics.get_meter_provider())
+        self._on = any(not type(p).__module__.startswith(_API_PACKAGES) for p in providers)
+        return self._on
+
+    def _call(self, method: str, call: t.Callable[..., t.Any], *args: t.Any) -> t.Any:
+        name, attributes = self._spans[method]
+        span = self._tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+        start = time.perf_counter()
+        try:
+            if span.is_recording():
+                with trace.use_span(span, record_exception=False, set_status_on_exception=False):
+                    return call(*args)
+            return call(*args)
+        except BaseException as e:
+            # The type only: a message may name a path or a server, and the span needs neither.
+            error = type(e).__qualname__
+            span.set_attribute("error.type", error)
+            span.set_status(StatusCode.ERROR)
+            attributes = {**attributes, "error.type": error}
+            if isinstance(e, StoreUnavailable):
+                self._unavailable.add(1, self.attributes)
+            raise
+        finally:
+            span.end()
+            self._duration.record(time.perf_counter() - start, attributes)
+
+    # With no SDK, even the API's no-op spans and instruments cost far more
+    # than an operation's telemetry is worth (bench/README.md): each
+    # operation calls the store directly, after one look at the clock.
+
+    def load(self, key: str) -> Record | None:
+        if self._on or (time.monotonic() >= self._check_at and self._sdk()):
+            return t.cast("Record | None", self._call("load", self.inner.load, key))
+        return self.inner.load(key)
+
+    def create(self, key: str, record: Record) -> None:
+        if self._on or (time.monotonic() >= self._check_at and self._sdk()):
+            self._call("create", self.inner.create, key, record)
+        else:
+            self.inner.create(key, record)
+
+    def apply(self, key: str, change: Change) -> int | None:
+        if self._on or (time.monotonic() >= self._check_at and self._sdk()):
+            return t.cast("int | None", self._call("apply", self.inner.apply, key, change))
+        return self.inner.apply(key, change)
+
+    def touch(self, key: str, last_seen: float, expires_at: float) -> bool:
+        if self._on or (time.monotonic() >= self._check_at and self._sdk()):
+            return bool(self._call("touch", self.inner.touch, key, last_seen, expires_at))
+        return self.inner.touch(key, last_seen, expires_at)
+
+    def delete(self, key: str) -> bool:
+        if self._on or (time.monotonic() >= self._check_at and self._sdk()):
+            return bool(self._call("delete", self.inner.delete, key))
+        return self.inner.delete(key)
+
+    def sessions(self, now: float, user: str | None = None) -> list[tuple[str, Record]]:
+        return self.inner.sessions(now, user)
+
+    def cleanup(self, now: float) -> int:
+        return self.inner.cleanup(now)
+
+    def count(self, now: float) -> int:
+        return self.inner.count(now)
+
+    def close(self) -> None:
+        self._closed = True
+        self.inner.close()
+
+    def __getattr__(self, name: str) -> t.Any:
+        value = getattr(self.inner, name)
+        if name in ("lock", "unlock"):
+            return lambda *args: (
+                self._call(name, value, *args)
+                if self._on or (time.monotonic() >= self._check_at and self._sdk())
+                else value(*args)
+            )
+        return value
+
+
+def count_lifecycle(app: Flask, attributes: t.Mapping[str, str | int]) -> None:
+    """Count the app's sessions created, destroyed, revoked and expired, from the lifecycle signals."""
+    meter = metrics.get_meter(_SCOPE)
+    for signal, what in (
+        (signals.session_created, "created"),
+        (signals.session_destroyed, "destroyed"),
+        (signals.session_revoked, "revoked"),
+        (signals.session_expired, "expired"),
+    ):
+        counter = meter.create_counter(
+            f"flask_satchel.sessions.{what}", unit="{session}", description=f"Sessions {what}."
+        )
+
+        def receiver(sender: Flask, *, _counter: t.Any = counter, **extra: t.Any) -> None:
+            _counter.add(1, attributes)
+
+        # The signal holds the receiver (weak=False): nothing else keeps it alive.
+        signal.connect(receiver, sender=app, weak=False)
+
+
+_INSTRUMENTS = _Instruments()
