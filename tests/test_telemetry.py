@@ -265,3 +265,23 @@ def test_live_sessions_where_the_store_counts_in_one_query(app: Flask, otel: Tel
         assert 3 in live  # other apps' stores of the same system are other points
     else:
         assert live == []
+
+
+def test_without_an_sdk_the_store_steps_aside(tmp_path: t.Any) -> None:
+    """With the API installed and no SDK, the first operation puts the store's own methods in place."""
+    code = f"""
+from flask import Flask, session
+from flask_satchel import Session
+app = Flask("x", instance_path={str(tmp_path)!r})
+app.secret_key = "k"
+Session(app)
+@app.get("/")
+def index():
+    session["a"] = 1
+    return "ok"
+store = app.session_interface.store
+assert app.test_client().get("/").status_code == 200
+print(type(store).__name__, store.load == store.inner.load, store.create == store.inner.create)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["TracedStore", "True", "True"]

@@ -47,8 +47,6 @@ OPERATIONS = {
 }
 
 _SCOPE = "flask_satchel"
-#: How often, in seconds, a store without an SDK to trace to asks whether one has been set up since.
-RECHECK = 10.0
 _API_PACKAGES = ("opentelemetry.trace", "opentelemetry.metrics")
 
 
@@ -101,9 +99,9 @@ class TracedStore:
         self._tracer = trace.get_tracer(_SCOPE)
         self._duration, self._unavailable = _INSTRUMENTS.duration, _INSTRUMENTS.unavailable
         self._closed = False
-        #: Whether an SDK is set up; until one is, asked again at ``_check_at``.
+        #: Whether an SDK is set up, as :meth:`_decide` found at the first operation.
         self._on = False
-        self._check_at = 0.0
+        self._decided = False
         # Only where a count is one query or one pass in memory: Redis and the
         # filesystem would read every session at each collection, memcached cannot count.
         if getattr(inner, "counts_cheaply", False):
@@ -118,16 +116,24 @@ class TracedStore:
         except SatchelError:  # the store is down: no reading, and the outage shows on the requests
             return None
 
-    def _sdk(self) -> bool:
-        """Whether an SDK takes spans or measurements; callers ask only once ``_check_at`` has passed.
+    def _decide(self) -> bool:
+        """At the first operation: trace if an SDK is set up, else step aside for good.
 
-        The API's own providers, the no-op ones and the proxies that wait for
-        an SDK, are defined in its ``opentelemetry.trace`` and
-        ``opentelemetry.metrics`` packages; an SDK's are defined elsewhere.
+        The first operation comes after the app's start-up, gunicorn's
+        ``post_fork`` included, where SDKs are set up. Without one, the
+        store's own methods take the place of this object's, so a request
+        pays nothing. The API's own providers (the no-op ones, and the
+        proxies that wait for an SDK) are defined in its
+        ``opentelemetry.trace`` and ``opentelemetry.metrics`` packages; an
+        SDK's are defined elsewhere.
         """
-        self._check_at = time.monotonic() + RECHECK
         providers = (trace.get_tracer_provider(), metrics.get_meter_provider())
         self._on = any(not type(p).__module__.startswith(_API_PACKAGES) for p in providers)
+        self._decided = True
+        if not self._on:
+            for method in ("load", "create", "apply", "touch", "delete", "lock", "unlock"):
+                if hasattr(self.inner, method):
+                    setattr(self, method, getattr(self.inner, method))
         return self._on
 
     def _call(self, method: str, call: t.Callable[..., t.Any], *args: t.Any) -> t.Any:
@@ -153,32 +159,31 @@ class TracedStore:
             self._duration.record(time.perf_counter() - start, attributes)
 
     # With no SDK, even the API's no-op spans and instruments cost far more
-    # than an operation's telemetry is worth (bench/README.md): each
-    # operation calls the store directly, after one look at the clock.
+    # than an operation's telemetry is worth (bench/README.md): see _decide.
 
     def load(self, key: str) -> Record | None:
-        if self._on or (time.monotonic() >= self._check_at and self._sdk()):
+        if self._on or (not self._decided and self._decide()):
             return t.cast("Record | None", self._call("load", self.inner.load, key))
         return self.inner.load(key)
 
     def create(self, key: str, record: Record) -> None:
-        if self._on or (time.monotonic() >= self._check_at and self._sdk()):
+        if self._on or (not self._decided and self._decide()):
             self._call("create", self.inner.create, key, record)
         else:
             self.inner.create(key, record)
 
     def apply(self, key: str, change: Change) -> int | None:
-        if self._on or (time.monotonic() >= self._check_at and self._sdk()):
+        if self._on or (not self._decided and self._decide()):
             return t.cast("int | None", self._call("apply", self.inner.apply, key, change))
         return self.inner.apply(key, change)
 
     def touch(self, key: str, last_seen: float, expires_at: float) -> bool:
-        if self._on or (time.monotonic() >= self._check_at and self._sdk()):
+        if self._on or (not self._decided and self._decide()):
             return bool(self._call("touch", self.inner.touch, key, last_seen, expires_at))
         return self.inner.touch(key, last_seen, expires_at)
 
     def delete(self, key: str) -> bool:
-        if self._on or (time.monotonic() >= self._check_at and self._sdk()):
+        if self._on or (not self._decided and self._decide()):
             return bool(self._call("delete", self.inner.delete, key))
         return self.inner.delete(key)
 
@@ -199,9 +204,7 @@ class TracedStore:
         value = getattr(self.inner, name)
         if name in ("lock", "unlock"):
             return lambda *args: (
-                self._call(name, value, *args)
-                if self._on or (time.monotonic() >= self._check_at and self._sdk())
-                else value(*args)
+                self._call(name, value, *args) if self._on or (not self._decided and self._decide()) else value(*args)
             )
         return value
 
