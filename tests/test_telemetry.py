@@ -8,6 +8,7 @@ import sys
 import typing as t
 import uuid
 
+import msgspec
 import pytest
 from conftest import value_app
 from flask import Flask, session
@@ -285,3 +286,25 @@ print(type(store).__name__, store.load == store.inner.load, store.create == stor
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["TracedStore", "True", "True"]
+
+
+def test_revoked_and_expired_are_counted(tmp_path: t.Any, otel: Telemetry) -> None:
+    """A session the manager revokes, and one that comes back past its idle timeout, are counted."""
+    app = value_app(tmp_path, SECRET_KEY="k", SESSION_TYPE="memory")
+    revoked, expired = otel.total("flask_satchel.sessions.revoked"), otel.total("flask_satchel.sessions.expired")
+    client = app.test_client()
+    client.get("/set/x")
+    manager = app.extensions["satchel"]
+    (info,) = manager.sessions()
+    assert manager.revoke(info.handle)
+    assert otel.total("flask_satchel.sessions.revoked") == revoked + 1
+    other = app.test_client()
+    other.get("/set/y")
+    store = app.session_interface.store  # type: ignore[attr-defined]
+    ((key, record),) = store.sessions(0)
+    # Last seen at the epoch: past the idle timeout when the next request reads it.
+    stale = msgspec.structs.replace(record, last_seen=0.0)
+    store.delete(key)
+    store.create(key, stale)
+    assert other.get("/get").text == "None"
+    assert otel.total("flask_satchel.sessions.expired") == expired + 1
