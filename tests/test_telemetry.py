@@ -235,11 +235,11 @@ def test_an_unavailable_store_is_counted_and_marked(tmp_path: t.Any, otel: Telem
     assert otel.total("flask_satchel.store.unavailable") == before + 1
 
 
-def test_nothing_happens_without_opentelemetry(tmp_path: t.Any) -> None:
-    """Without opentelemetry installed, Session(app) works and the store is not wrapped."""
+def _fresh_process(tmp_path: t.Any, before: str, after: str) -> list[str]:
+    """What a new interpreter prints: ``before``, an app on SQLite that serves one request, then ``after``."""
     code = f"""
 import sys
-sys.modules["opentelemetry"] = None
+{before}
 from flask import Flask, session
 from flask_satchel import Session
 app = Flask("x", instance_path={str(tmp_path)!r})
@@ -249,11 +249,21 @@ Session(app)
 def index():
     session["a"] = 1
     return "ok"
+store = app.session_interface.store
 assert app.test_client().get("/").status_code == 200
-print(type(app.session_interface.store).__name__, "opentelemetry.trace" in sys.modules)
+{after}
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["SQLiteStore", "False"]
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+
+
+def test_nothing_happens_without_opentelemetry(tmp_path: t.Any) -> None:
+    """Without opentelemetry installed, Session(app) works and the store is not wrapped."""
+    out = _fresh_process(
+        tmp_path,
+        'sys.modules["opentelemetry"] = None',
+        'print(type(store).__name__, "opentelemetry.trace" in sys.modules)',
+    )
+    assert out == ["SQLiteStore", "False"]
 
 
 def test_live_sessions_where_the_store_counts_in_one_query(app: Flask, otel: Telemetry) -> None:
@@ -270,22 +280,10 @@ def test_live_sessions_where_the_store_counts_in_one_query(app: Flask, otel: Tel
 
 def test_without_an_sdk_the_store_steps_aside(tmp_path: t.Any) -> None:
     """With the API installed and no SDK, the first operation puts the store's own methods in place."""
-    code = f"""
-from flask import Flask, session
-from flask_satchel import Session
-app = Flask("x", instance_path={str(tmp_path)!r})
-app.secret_key = "k"
-Session(app)
-@app.get("/")
-def index():
-    session["a"] = 1
-    return "ok"
-store = app.session_interface.store
-assert app.test_client().get("/").status_code == 200
-print(type(store).__name__, store.load == store.inner.load, store.create == store.inner.create)
-"""
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["TracedStore", "True", "True"]
+    out = _fresh_process(
+        tmp_path, "", "print(type(store).__name__, store.load == store.inner.load, store.create == store.inner.create)"
+    )
+    assert out == ["TracedStore", "True", "True"]
 
 
 def test_revoked_and_expired_are_counted(tmp_path: t.Any, otel: Telemetry) -> None:
