@@ -23,14 +23,14 @@ if t.TYPE_CHECKING:
 def _traced(app: Flask, store: Store) -> Store:
     """``store`` with its operations traced and timed when OpenTelemetry's API is installed (the ``otel`` extra)."""
     try:
-        from .telemetry import TracedStore, count_lifecycle
+        from .telemetry import count_lifecycle, traced
     except ModuleNotFoundError as e:
         if (e.name or "").partition(".")[0] != "opentelemetry":
             raise
         return store
-    traced = TracedStore(store)
-    count_lifecycle(app, traced.attributes)
-    return t.cast("Store", traced)
+    wrapped = traced(store)
+    count_lifecycle(app, wrapped.attributes)
+    return t.cast("Store", wrapped)
 
 
 class Session:

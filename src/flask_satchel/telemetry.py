@@ -28,7 +28,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from . import signals
 from .errors import SatchelError, StoreUnavailable
-from .stores.base import Described
+from .stores.base import Described, HasSchema, LockingStore
 
 if t.TYPE_CHECKING:
     from flask import Flask
@@ -137,6 +137,10 @@ class TracedStore:
         return self._on
 
     def _call(self, method: str, call: t.Callable[..., t.Any], *args: t.Any) -> t.Any:
+        # With no SDK, even the API's no-op spans and instruments cost far more
+        # than an operation's telemetry is worth (bench/README.md): see _decide.
+        if not (self._on or (not self._decided and self._decide())):
+            return call(*args)
         name, attributes = self._spans[method]
         span = self._tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
         start = time.perf_counter()
@@ -158,34 +162,20 @@ class TracedStore:
             span.end()
             self._duration.record(time.perf_counter() - start, attributes)
 
-    # With no SDK, even the API's no-op spans and instruments cost far more
-    # than an operation's telemetry is worth (bench/README.md): see _decide.
-
     def load(self, key: str) -> Record | None:
-        if self._on or (not self._decided and self._decide()):
-            return t.cast("Record | None", self._call("load", self.inner.load, key))
-        return self.inner.load(key)
+        return t.cast("Record | None", self._call("load", self.inner.load, key))
 
     def create(self, key: str, record: Record) -> None:
-        if self._on or (not self._decided and self._decide()):
-            self._call("create", self.inner.create, key, record)
-        else:
-            self.inner.create(key, record)
+        self._call("create", self.inner.create, key, record)
 
     def apply(self, key: str, change: Change) -> int | None:
-        if self._on or (not self._decided and self._decide()):
-            return t.cast("int | None", self._call("apply", self.inner.apply, key, change))
-        return self.inner.apply(key, change)
+        return t.cast("int | None", self._call("apply", self.inner.apply, key, change))
 
     def touch(self, key: str, last_seen: float, expires_at: float) -> bool:
-        if self._on or (not self._decided and self._decide()):
-            return bool(self._call("touch", self.inner.touch, key, last_seen, expires_at))
-        return self.inner.touch(key, last_seen, expires_at)
+        return bool(self._call("touch", self.inner.touch, key, last_seen, expires_at))
 
     def delete(self, key: str) -> bool:
-        if self._on or (not self._decided and self._decide()):
-            return bool(self._call("delete", self.inner.delete, key))
-        return self.inner.delete(key)
+        return bool(self._call("delete", self.inner.delete, key))
 
     def sessions(self, now: float, user: str | None = None) -> list[tuple[str, Record]]:
         return self.inner.sessions(now, user)
@@ -201,12 +191,37 @@ class TracedStore:
         self.inner.close()
 
     def __getattr__(self, name: str) -> t.Any:
-        value = getattr(self.inner, name)
-        if name in ("lock", "unlock"):
-            return lambda *args: (
-                self._call(name, value, *args) if self._on or (not self._decided and self._decide()) else value(*args)
-            )
-        return value
+        # What the Store protocol does not name (a SQL store's engine, say).
+        # Capabilities are methods of the subclasses below, not this: from
+        # Python 3.12, isinstance on a protocol does not see __getattr__.
+        return getattr(self.inner, name)
+
+
+class _Locking(TracedStore):
+    """A traced store that can lock (``LockingStore``)."""
+
+    def lock(self, key: str, token: str, lease: float) -> bool:
+        return bool(self._call("lock", t.cast("LockingStore", self.inner).lock, key, token, lease))
+
+    def unlock(self, key: str, token: str) -> bool:
+        return bool(self._call("unlock", t.cast("LockingStore", self.inner).unlock, key, token))
+
+
+class _Schema(TracedStore):
+    """A traced store with a table to create (``HasSchema``)."""
+
+    def create_table(self) -> None:
+        t.cast("HasSchema", self.inner).create_table()
+
+
+class _LockingSchema(_Locking, _Schema):
+    pass
+
+
+def traced(store: Store) -> TracedStore:
+    """``store`` traced, with the capabilities it has and no others."""
+    kinds = {(False, False): TracedStore, (True, False): _Locking, (False, True): _Schema, (True, True): _LockingSchema}
+    return kinds[isinstance(store, LockingStore), isinstance(store, HasSchema)](store)
 
 
 def count_lifecycle(app: Flask, attributes: t.Mapping[str, str | int]) -> None:
