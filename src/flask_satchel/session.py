@@ -21,7 +21,6 @@ from flask.sessions import SessionMixin
 from .tracking import IMMUTABLE, MISSING, TrackedDict
 
 if t.TYPE_CHECKING:
-    from _typeshed import SupportsKeysAndGetItem
     from flask import Flask, Request
 
     from .base_interface import BaseSessionInterface
@@ -311,6 +310,6 @@ class ServerSession(TrackedDict, SessionMixin):
             self._pending.difference_update(new)
         super().update(new)
 
-    def __ior__(self, other: SupportsKeysAndGetItem[str, t.Any]) -> ServerSession:  # type: ignore[override,misc]
+    def __ior__(self, other: t.Mapping[str, t.Any] | t.Iterable[tuple[str, t.Any]]) -> ServerSession:  # type: ignore[override,misc]
         self.update(other)
         return self

@@ -79,11 +79,11 @@ class SQLStore:
 
     @classmethod
     def from_settings(cls, settings: StoreSettings) -> SQLStore:
+        """``SESSION_SQLALCHEMY`` or ``SESSION_URL``, and the ``SESSION_SQLALCHEMY_*`` keys of the table."""
         if len(settings.key_prefix) > 128:
             raise ConfigError("SESSION_KEY_PREFIX", "must be at most 128 characters for the sqlalchemy store")
-        """``SESSION_SQLALCHEMY`` or ``SESSION_URL``, and the ``SESSION_SQLALCHEMY_*`` keys of the table."""
         client = settings.client("SESSION_SQLALCHEMY")
-        table = settings.config.get("SESSION_SQLALCHEMY_TABLE", "satchel_sessions")
+        table = settings.config.get("SESSION_SQLALCHEMY_TABLE", DEFAULT_TABLE)
         if not isinstance(table, str) or not table:
             raise ConfigError("SESSION_SQLALCHEMY_TABLE", f"expected a table name, got {table!r}")
         schema = settings.config.get("SESSION_SQLALCHEMY_SCHEMA")
