@@ -344,12 +344,12 @@ def test_reply_that_came_too_late_is_never_read_by_the_next_request(
         watcher = servers(f"sentinel monitor {SERVICE} 127.0.0.1 {master.port} 1", sentinel=True)
         config: dict[str, t.Any] = {"SESSION_URL": f"redis+sentinel://127.0.0.1:{watcher.port}/{SERVICE}/0"}
         if kind == "sentinel-client":
-            sentinel = Sentinel([("127.0.0.1", watcher.port)], socket_timeout=TIMEOUT)  # type: ignore[no-untyped-call]
+            sentinel = Sentinel([("127.0.0.1", watcher.port)], socket_timeout=TIMEOUT)  # type: ignore[no-untyped-call,unused-ignore]
             watchers = sentinel.sentinels
             # Retried on broken connections only, as the store's own clients are: a timeout is no reason
             # for redis-py to close the connection, which is what this test is about.
             retry = Retry(NoBackoff(), 0, supported_errors=(redis.ConnectionError,))
-            client = sentinel.master_for(  # type: ignore[no-untyped-call]
+            client = sentinel.master_for(  # type: ignore[no-untyped-call,unused-ignore]
                 SERVICE, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT, retry=retry
             )
             config = {"SESSION_TYPE": "redis", "SESSION_REDIS": client}

@@ -232,8 +232,8 @@ class TestSentinelClientStore(TestSentinelStore):
 
     @pytest.fixture
     def store(self, sentinel: int) -> t.Iterator[RedisStore]:
-        watcher = Sentinel([("127.0.0.1", sentinel)], socket_timeout=2)  # type: ignore[no-untyped-call]
-        client = watcher.master_for(SERVICE, socket_timeout=2)  # type: ignore[no-untyped-call]
+        watcher = Sentinel([("127.0.0.1", sentinel)], socket_timeout=2)  # type: ignore[no-untyped-call,unused-ignore]
+        client = watcher.master_for(SERVICE, socket_timeout=2)  # type: ignore[no-untyped-call,unused-ignore]
         yield RedisStore.from_settings(
             StoreSettings(type="redis", config={"SESSION_REDIS": client}, key_prefix=_prefix())
         )
@@ -258,8 +258,8 @@ def test_sentinel_url_reaches_the_master(sentinel: int) -> None:
     try:
         now = time.time()
         store.create("a" * 32, Record(data={"a": b"1"}, created_at=now, last_seen=now, expires_at=now + 60))
-        watcher = Sentinel([("127.0.0.1", sentinel)], socket_timeout=2)  # type: ignore[no-untyped-call]
-        host, port = watcher.discover_master(SERVICE)  # type: ignore[no-untyped-call]
+        watcher = Sentinel([("127.0.0.1", sentinel)], socket_timeout=2)  # type: ignore[no-untyped-call,unused-ignore]
+        host, port = watcher.discover_master(SERVICE)  # type: ignore[no-untyped-call,unused-ignore]
         for each in watcher.sentinels:
             each.close()
         master = redis.Redis(host=host, port=port, db=3, socket_timeout=2)

@@ -88,10 +88,12 @@ def connect(url: SplitResult, timeout: float) -> tuple[t.Any, list[t.Any]]:
                 f"expected redis+sentinel://host:port[,host:port...]/service_name[/db], got {url.geturl()!r}",
             )
         timeouts = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
-        # redis-py leaves Sentinel and ClusterNode unannotated.
-        sentinel = Sentinel(_addresses(url), sentinel_kwargs=timeouts, **timeouts)  # type: ignore[no-untyped-call]
+        # redis-py before 8 leaves Sentinel and ClusterNode unannotated.
+        sentinel = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]
+            _addresses(url), sentinel_kwargs=timeouts, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
         db = int(parts[1]) if len(parts) == 2 else 0
-        client = sentinel.master_for(  # type: ignore[no-untyped-call]
+        client = sentinel.master_for(  # type: ignore[no-untyped-call,unused-ignore]
             unquote(parts[0]), db=db, connection_class=_SentinelConnection, **_credentials(url), **options
         )
         return client, list(sentinel.sentinels)
