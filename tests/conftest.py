@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import time
 import typing as t
 from pathlib import Path
 
@@ -91,6 +93,54 @@ class ServerProcess:
         if self.process is not None and self.process.poll() is None:
             self.thaw()
             self.kill()
+
+
+class MemcachedServer(ServerProcess):
+    """A private memcached on a free loopback port; ``options`` go on its command line (``-I 64k``)."""
+
+    def __init__(self, *options: str) -> None:
+        super().__init__()
+        self.options = options
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"memcached://{self.address}"
+
+    def start(self) -> MemcachedServer:
+        command = ["memcached", "-l", "127.0.0.1", "-p", str(self.port), "-U", "0", "-m", "64", *self.options]
+        if os.geteuid() == 0:
+            command[1:1] = ["-u", "nobody"]  # memcached refuses to run as root
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:  # poll until it accepts connections
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"memcached did not start on port {self.port}") from None
+                time.sleep(0.01)
+
+
+def started_memcached(*options: str) -> t.Iterator[MemcachedServer]:
+    """A fixture's body: a private memcached, stopped afterwards (skips, or fails in CI, without the binary)."""
+    require(shutil.which("memcached") is not None, "memcached is not installed (apt-get install memcached)")
+    server = MemcachedServer(*options)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def memcached() -> t.Iterator[MemcachedServer]:
+    """A private memcached for the module, with its default settings (1 MB items)."""
+    yield from started_memcached()
 
 
 def add_value_views(app: Flask) -> Flask:

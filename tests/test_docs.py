@@ -26,16 +26,14 @@ import dataclasses
 import importlib.util
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
-import time
 import typing as t
 from pathlib import Path
 
 import pytest
-from conftest import ServerProcess, require
+from conftest import MemcachedServer, require
 from flask import Flask
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,33 +120,6 @@ _SERVICES = [
 MEMCACHED = "127.0.0.1:11211"
 
 
-class Memcached(ServerProcess):
-    """A private memcached on a free loopback port, for the blocks that name the default one."""
-
-    def start(self) -> Memcached:
-        command = ["memcached", "-l", "127.0.0.1", "-p", str(self.port), "-U", "0", "-m", "16"]
-        if os.geteuid() == 0:
-            command[1:1] = ["-u", "nobody"]  # memcached refuses to run as root
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while not _listening(self.port):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"memcached did not start on port {self.port}")
-            time.sleep(0.02)
-        return self
-
-
-@pytest.fixture(scope="module")
-def memcached() -> t.Iterator[Memcached]:
-    require(shutil.which("memcached") is not None, "memcached is not installed (apt-get install memcached)")
-    server = Memcached()
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-
-
 def test_pages_have_code() -> None:
     """The pages this test reads exist and hold the runnable examples (a moved page would skip them silently)."""
     names = {page.relative_to(ROOT).as_posix() for page in PAGES}
@@ -165,7 +136,7 @@ def test_block_runs(block: Block, tmp_path: Path, request: pytest.FixtureRequest
         if text in code:
             require(_listening(port), f"{block.name} needs {service}")
     if MEMCACHED in code:
-        server: Memcached = request.getfixturevalue("memcached")
+        server: MemcachedServer = request.getfixturevalue("memcached")
         code = code.replace(MEMCACHED, f"127.0.0.1:{server.port}")
     script = tmp_path / "example.py"
     script.write_text(code, encoding="utf-8")

@@ -37,7 +37,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 from cachelib.file import FileSystemCache
-from conftest import require
+from conftest import MemcachedServer, require, started_memcached
 from flask import Flask, jsonify, session
 from flask_sqlalchemy import SQLAlchemy
 from itsdangerous import Signer
@@ -45,7 +45,6 @@ from pymemcache.client.base import Client
 from pymemcache.client.hash import HashClient
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from test_store_memcached import MemcachedServer
 from test_store_redis import RedisServer, delete_prefix
 
 from flask_satchel import ConfigError
@@ -338,23 +337,14 @@ def _now() -> float:
     return dt.datetime.now(dt.timezone.utc).timestamp()
 
 
-def _memcached() -> t.Iterator[MemcachedServer]:
-    require(shutil.which("memcached") is not None, "memcached is not installed (apt-get install memcached)")
-    server = MemcachedServer()
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-
-
 @pytest.fixture(scope="module")
 def memcached_server() -> t.Iterator[MemcachedServer]:
-    yield from _memcached()
+    yield from started_memcached()
 
 
 @pytest.fixture(scope="module")
 def memcached_server2() -> t.Iterator[MemcachedServer]:
-    yield from _memcached()
+    yield from started_memcached()
 
 
 BACKENDS = ["redis", "memcached", "memcached-hash", "filesystem", "cachelib", "postgresql", "mariadb", "sqlite"]

@@ -10,16 +10,13 @@ needs to live.
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
 import time
 import typing as t
 import uuid
 
 import pytest
 import sqlalchemy as sa
-from conftest import ServerProcess, require
+from conftest import MemcachedServer, require, started_memcached
 from flask import Flask
 
 from flask_satchel import SessionTooLarge
@@ -33,53 +30,10 @@ SMALL_ITEMS = 64 * 1024
 TABLE = f"satchel_size_{uuid.uuid4().hex[:10]}"
 
 
-class Memcached(ServerProcess):
-    """A private memcached on a free loopback port, with extra command-line options."""
-
-    def __init__(self, *options: str) -> None:
-        super().__init__()
-        self.options = options
-
-    @property
-    def url(self) -> str:
-        return f"memcached://127.0.0.1:{self.port}"
-
-    def start(self) -> Memcached:
-        command = ["memcached", "-l", "127.0.0.1", "-p", str(self.port), "-U", "0", "-m", "64", *self.options]
-        if os.geteuid() == 0:
-            command[1:1] = ["-u", "nobody"]  # memcached refuses to run as root
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"memcached did not start on port {self.port}") from None
-                time.sleep(0.01)
-
-
-def _memcached(*options: str) -> t.Iterator[Memcached]:
-    require(shutil.which("memcached") is not None, "memcached is not installed (apt-get install memcached)")
-    server = Memcached(*options)
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-
-
 @pytest.fixture(scope="module")
-def small_memcached() -> t.Iterator[Memcached]:
+def small_memcached() -> t.Iterator[MemcachedServer]:
     """A memcached whose items hold at most 64 KiB (memcached wants its slab chunks below the item size)."""
-    yield from _memcached("-I", "64k", "-o", "slab_chunk_max=32768")
-
-
-@pytest.fixture(scope="module")
-def memcached() -> t.Iterator[Memcached]:
-    """A memcached with its default settings: 1 MB items."""
-    yield from _memcached()
+    yield from started_memcached("-I", "64k", "-o", "slab_chunk_max=32768")
 
 
 @pytest.fixture(scope="module")
@@ -163,11 +117,13 @@ def _names(error: SessionTooLarge, size_over: int, limit: int) -> None:
 # Memcached ----------------------------------------------------------------------------
 
 
-def _memcached_config(server: Memcached) -> dict[str, t.Any]:
+def _memcached_config(server: MemcachedServer) -> dict[str, t.Any]:
     return {"SESSION_URL": server.url, "SESSION_KEY_PREFIX": f"t{uuid.uuid4().hex[:8]}:"}
 
 
-def test_memcached_new_session_too_large_is_refused(small_memcached: Memcached, make: t.Callable[..., SizeApp]) -> None:
+def test_memcached_new_session_too_large_is_refused(
+    small_memcached: MemcachedServer, make: t.Callable[..., SizeApp]
+) -> None:
     """A new session over memcached's item size raises SessionTooLarge naming both sizes, and stores nothing."""
     app = make(_memcached_config(small_memcached))
     error = app.too_large("/fill/x/70000")
@@ -179,7 +135,9 @@ def test_memcached_new_session_too_large_is_refused(small_memcached: Memcached, 
     assert app.get("/get/a") == "'1'"
 
 
-def test_memcached_growing_session_keeps_its_value(small_memcached: Memcached, make: t.Callable[..., SizeApp]) -> None:
+def test_memcached_growing_session_keeps_its_value(
+    small_memcached: MemcachedServer, make: t.Callable[..., SizeApp]
+) -> None:
     """A session that grows past memcached's item size raises SessionTooLarge and still reads its old value."""
     app = make(_memcached_config(small_memcached))
     assert app.get("/set/a/1") == "ok"
@@ -192,7 +150,7 @@ def test_memcached_growing_session_keeps_its_value(small_memcached: Memcached, m
 
 
 def test_memcached_session_just_under_the_limit_is_stored(
-    small_memcached: Memcached, make: t.Callable[..., SizeApp]
+    small_memcached: MemcachedServer, make: t.Callable[..., SizeApp]
 ) -> None:
     """A session that fits memcached's item size is stored, also after a larger one was refused."""
     app = make(_memcached_config(small_memcached))
@@ -202,7 +160,7 @@ def test_memcached_session_just_under_the_limit_is_stored(
 
 
 def test_memcached_default_item_size_is_read_from_the_server(
-    memcached: Memcached, make: t.Callable[..., SizeApp]
+    memcached: MemcachedServer, make: t.Callable[..., SizeApp]
 ) -> None:
     """On a memcached with default settings a 2 MB session is refused against the server's 1 MB item size."""
     app = make(_memcached_config(memcached))
@@ -211,7 +169,9 @@ def test_memcached_default_item_size_is_read_from_the_server(
     assert app.get("/get/a") == "'1'"
 
 
-def test_memcached_too_large_is_a_500_not_a_503(small_memcached: Memcached, make: t.Callable[..., SizeApp]) -> None:
+def test_memcached_too_large_is_a_500_not_a_503(
+    small_memcached: MemcachedServer, make: t.Callable[..., SizeApp]
+) -> None:
     """Outside testing, a session too large for memcached is a 500 error page, never a 503 'retry later'."""
     app = make(_memcached_config(small_memcached), testing=False)
     assert app.get("/set/a/1") == "ok"
@@ -222,7 +182,7 @@ def test_memcached_too_large_is_a_500_not_a_503(small_memcached: Memcached, make
     assert app.get("/set/b/2") == "ok"
 
 
-def test_memcached_session_lives_until_its_deadline(memcached: Memcached, make: t.Callable[..., SizeApp]) -> None:
+def test_memcached_session_lives_until_its_deadline(memcached: MemcachedServer, make: t.Callable[..., SizeApp]) -> None:
     """A session whose idle deadline is 1.9 s away is still there at 1.5 s, whatever the phase of memcached's clock."""
     lifetime, check = 1.9, 1.5
     config = _memcached_config(memcached) | {"PERMANENT_SESSION_LIFETIME": lifetime, "SESSION_PERMANENT": True}

@@ -28,12 +28,11 @@ import uuid
 import pytest
 import redis
 import sqlalchemy as sa
-from conftest import add_value_views, require
+from conftest import MemcachedServer, add_value_views, require
 from flask import Flask
 from flask_session import Session as FlaskSession  # type: ignore[import-untyped]  # Flask-Session 0.8: no py.typed
 from flask_sqlalchemy import SQLAlchemy
 from test_outage_sql import Relay
-from test_store_memcached import MemcachedServer
 
 from flask_satchel import ConfigError, Session
 from flask_satchel.manager import SessionManager

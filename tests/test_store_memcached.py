@@ -13,17 +13,15 @@ import datetime as dt
 import logging
 import os
 import re
-import shutil
 import socket
 import statistics
-import subprocess
 import time
 import typing as t
 import uuid
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import ServerProcess, require, value_app
+from conftest import MemcachedServer, started_memcached, value_app
 from flask import Flask
 from pymemcache.client.base import Client, PooledClient
 from pymemcache.client.hash import HashClient
@@ -41,53 +39,15 @@ from flask_satchel.testing.contract import AppContract, StoreContract
 DAY = 86400.0
 
 
-class MemcachedServer(ServerProcess):
-    """A private memcached process on a free loopback port."""
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> MemcachedServer:
-        command = ["memcached", "-l", "127.0.0.1", "-p", str(self.port), "-U", "0", "-m", "32"]
-        if os.geteuid() == 0:
-            command[1:1] = ["-u", "nobody"]  # memcached refuses to run as root
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:  # poll until it accepts connections
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"memcached did not start on port {self.port}") from None
-                time.sleep(0.01)
-
-
-def _started() -> t.Iterator[MemcachedServer]:
-    require(shutil.which("memcached") is not None, "memcached is not installed (apt-get install memcached)")
-    server = MemcachedServer()
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def memcached() -> t.Iterator[MemcachedServer]:
-    yield from _started()
-
-
 @pytest.fixture(scope="module")
 def memcached2() -> t.Iterator[MemcachedServer]:
-    yield from _started()
+    yield from started_memcached()
 
 
 @pytest.fixture
 def private_memcached() -> t.Iterator[MemcachedServer]:
     """A server of this test's own, for tests that kill or freeze it."""
-    yield from _started()
+    yield from started_memcached()
 
 
 def _prefix() -> str:
