@@ -195,6 +195,8 @@ def test_durations_are_a_histogram_by_store_and_operation(app: Flask, otel: Tele
     assert points
     assert sum(p.count for p in points) >= 1
     assert 0 < max(p.max for p in points) < 10
+    # The buckets the database conventions advise, not the SDK's default (0, 5, 10, 25, ...: milliseconds).
+    assert {tuple(p.explicit_bounds) for p in points} == {(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10)}
 
 
 def test_lifecycle_counters(app: Flask, otel: Telemetry) -> None:
@@ -240,7 +242,7 @@ def test_an_unavailable_store_is_counted_and_marked(tmp_path: t.Any, otel: Telem
     assert client.get("/get").status_code == 503
     (load,) = otel.store_spans()
     assert load.status.status_code is StatusCode.ERROR
-    assert (load.attributes or {})["error.type"] == "StoreUnavailable"
+    assert (load.attributes or {})["error.type"] == "flask_satchel.errors.StoreUnavailable"
     assert otel.total("flask_satchel.store.unavailable") == before + 1
 
 
@@ -295,6 +297,32 @@ def test_without_an_sdk_the_store_steps_aside(tmp_path: t.Any) -> None:
         "print(isinstance(store, TracedStore), store.load == store.inner.load, store.create == store.inner.create)",
     )
     assert out == ["True", "True", "True"]
+
+
+def test_a_forked_worker_decides_again(tmp_path: t.Any) -> None:
+    """A worker forked after the master served with no SDK (gunicorn --preload) traces once it sets one up."""
+    out = _fresh_process(
+        tmp_path,
+        "import os",
+        """
+pid = os.fork()
+if pid == 0:  # the worker: an SDK, as in gunicorn's post_fork, then a request
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    app.test_client().get("/")
+    print("worker", *[span.name.split()[0] for span in exporter.get_finished_spans()], flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+print("master", store.load == store.inner.load)
+""",
+    )
+    assert out == ["worker", "create", "master", "True"]
 
 
 def test_revoked_and_expired_are_counted(tmp_path: t.Any, otel: Telemetry) -> None:

@@ -18,6 +18,7 @@ statements underneath as children of these spans.
 
 from __future__ import annotations
 
+import os
 import time
 import typing as t
 import weakref
@@ -48,6 +49,8 @@ OPERATIONS = {
 
 _SCOPE = "flask_satchel"
 _API_PACKAGES = ("opentelemetry.trace", "opentelemetry.metrics")
+#: The bucket boundaries, in seconds, the database conventions advise for db.client.operation.duration.
+_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
 
 
 class _Instruments:
@@ -56,7 +59,10 @@ class _Instruments:
     def __init__(self) -> None:
         meter = metrics.get_meter(_SCOPE)
         self.duration = meter.create_histogram(
-            "db.client.operation.duration", unit="s", description="Duration of session store operations."
+            "db.client.operation.duration",
+            unit="s",
+            description="Duration of session store operations.",
+            explicit_bucket_boundaries_advisory=_BUCKETS,
         )
         self.unavailable = meter.create_counter(
             "flask_satchel.store.unavailable", unit="{error}", description="Store operations that failed: a 503."
@@ -67,7 +73,8 @@ class _Instruments:
             )
             for what in ("created", "destroyed", "revoked", "expired")
         }
-        #: The stores whose live sessions are reported; an app's store leaves with it.
+        #: Every traced store, and those whose live sessions are reported; an app's store leaves with it.
+        self.stores: weakref.WeakSet[TracedStore] = weakref.WeakSet()
         self.live: weakref.WeakSet[TracedStore] = weakref.WeakSet()
         meter.create_observable_gauge(
             "flask_satchel.sessions.live", [self._observe], unit="{session}", description="Live sessions."
@@ -102,6 +109,7 @@ class TracedStore:
         #: Whether an SDK is set up, as :meth:`_decide` found at the first operation.
         self._on = False
         self._decided = False
+        _INSTRUMENTS.stores.add(self)
         # Only where a count is one query or one pass in memory: Redis and the
         # filesystem would read every session at each collection, memcached cannot count.
         if getattr(inner, "counts_cheaply", False):
@@ -131,10 +139,16 @@ class TracedStore:
         self._on = any(not type(p).__module__.startswith(_API_PACKAGES) for p in providers)
         self._decided = True
         if not self._on:
-            for method in ("load", "create", "apply", "touch", "delete", "lock", "unlock"):
+            for method in OPERATIONS:
                 if hasattr(self.inner, method):
                     setattr(self, method, getattr(self.inner, method))
         return self._on
+
+    def _undecide(self) -> None:
+        """Decide again at the next operation: in a forked worker, which may set up its own SDK."""
+        for method in OPERATIONS:
+            self.__dict__.pop(method, None)
+        self._on = self._decided = False
 
     def _call(self, method: str, call: t.Callable[..., t.Any], *args: t.Any) -> t.Any:
         # With no SDK, even the API's no-op spans and instruments cost far more
@@ -151,7 +165,9 @@ class TracedStore:
             return call(*args)
         except BaseException as e:
             # The type only: a message may name a path or a server, and the span needs neither.
-            error = type(e).__qualname__
+            # Fully qualified, as redis.exceptions.ConnectionError is not the builtin ConnectionError.
+            kind = type(e)
+            error = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
             span.set_attribute("error.type", error)
             span.set_status(StatusCode.ERROR)
             attributes = {**attributes, "error.type": error}
@@ -226,22 +242,26 @@ def traced(store: Store) -> TracedStore:
 
 def count_lifecycle(app: Flask, attributes: t.Mapping[str, str | int]) -> None:
     """Count the app's sessions created, destroyed, revoked and expired, from the lifecycle signals."""
-    meter = metrics.get_meter(_SCOPE)
     for signal, what in (
         (signals.session_created, "created"),
         (signals.session_destroyed, "destroyed"),
         (signals.session_revoked, "revoked"),
         (signals.session_expired, "expired"),
     ):
-        counter = meter.create_counter(
-            f"flask_satchel.sessions.{what}", unit="{session}", description=f"Sessions {what}."
-        )
 
-        def receiver(sender: Flask, *, _counter: t.Any = counter, **extra: t.Any) -> None:
+        def receiver(sender: Flask, *, _counter: t.Any = _INSTRUMENTS.lifecycle[what], **extra: t.Any) -> None:
             _counter.add(1, attributes)
 
-        # The signal holds the receiver (weak=False): nothing else keeps it alive.
+        # The signal holds the receiver (weak=False), nothing else does; blinker drops it with the app.
         signal.connect(receiver, sender=app, weak=False)
 
 
+def _after_fork() -> None:
+    for store in list(_INSTRUMENTS.stores):
+        store._undecide()
+
+
 _INSTRUMENTS = _Instruments()
+# A worker forked from a master that already served (gunicorn --preload) sets up
+# its SDK in post_fork, as OpenTelemetry advises: it decides for itself.
+os.register_at_fork(after_in_child=_after_fork)
