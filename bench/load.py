@@ -39,20 +39,19 @@ import contextlib
 import datetime as dt
 import http.client
 import importlib.metadata
-import json
 import multiprocessing
 import os
 import platform
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import typing as t
 
 import apps
+import services
 
 if t.TYPE_CHECKING:
     from flask import Flask
@@ -238,14 +237,6 @@ def _log(message: str) -> None:
     print(message, flush=True)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _get(port: int, path: str, cookie: str | None = None) -> tuple[int, str, list[str]]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
@@ -259,36 +250,12 @@ def _get(port: int, path: str, cookie: str | None = None) -> tuple[int, str, lis
 @contextlib.contextmanager
 def gunicorn(session: str, worker_class: str, workdir: str) -> t.Iterator[tuple[int, str, int]]:
     """A gunicorn serving the app with ``session`` on a free loopback port: (port, its log file, its pid)."""
-    port = _free_port()
     instance = tempfile.mkdtemp(prefix=f"instance-{session}-{worker_class}-", dir=workdir)
     log_path = os.path.join(workdir, f"gunicorn-{session}-{worker_class}.log")
-    exe = os.path.join(os.path.dirname(sys.executable), "gunicorn")
-    cmd = [exe, "--chdir", HERE, "--workers", str(WORKERS), *WORKER_CLASSES[worker_class]]
-    cmd += ["--bind", f"127.0.0.1:{port}", "--log-level", "warning", "--graceful-timeout", "5", "load:create_app()"]
+    options = ["--workers", str(WORKERS), *WORKER_CLASSES[worker_class]]
     env = dict(os.environ) | {_ENV_SESSION: session, _ENV_INSTANCE: instance}
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                with open(log_path) as f:
-                    raise RuntimeError(f"gunicorn exited: {f.read()[-800:]}")
-            try:
-                _get(port, "/cart")
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("gunicorn did not answer within 30 s") from None
-                time.sleep(0.1)
+    with services.gunicorn("load:create_app()", options, env, log_path, ready="/cart") as (port, proc):
         yield port, log_path, proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def verify(port: int, session: str, run: dict[str, t.Any], items: int) -> dict[str, t.Any]:
@@ -544,13 +511,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     results["meta"]["seconds"] = round(time.monotonic() - start, 1)
-    os.makedirs(args.out, exist_ok=True)
     md = report(results)
-    with open(os.path.join(args.out, "load.md"), "w") as f:
-        f.write(md)
-    with open(os.path.join(args.out, "load.json"), "w") as f:
-        json.dump(results, f, indent=1, sort_keys=True)
-        f.write("\n")
+    services.save(args.out, "load", results, md)
     _log("")
     _log(md)
     return 0

@@ -33,7 +33,6 @@ import dataclasses
 import datetime as dt
 import gc
 import importlib.metadata
-import json
 import os
 import platform
 import signal
@@ -530,13 +529,8 @@ def main(argv: list[str] | None = None) -> int:
                 apps.close(floor_app)
     results["meta"]["seconds"] = round(time.monotonic() - start, 1)
     results["checks"] = checks(results)
-    os.makedirs(args.out, exist_ok=True)
     md = report(results)
-    with open(os.path.join(args.out, "network_hop.md"), "w") as f:
-        f.write(md)
-    with open(os.path.join(args.out, "network_hop.json"), "w") as f:
-        json.dump(results, f, indent=1, sort_keys=True)
-        f.write("\n")
+    services_mod.save(args.out, "network_hop", results, md)
     _log("")
     _log(md)
     return 0

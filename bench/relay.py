@@ -40,6 +40,8 @@ import sys
 import time
 import typing as t
 
+import services
+
 #: Counter names of a route, each cumulative since the relay started.
 COUNTERS = ("connections", "round_trips", "c2s_chunks", "s2c_chunks", "c2s_bytes", "s2c_bytes")
 
@@ -224,12 +226,7 @@ def spawn(targets: t.Sequence[tuple[str, int]], delay_ms: float) -> t.Iterator[R
         info = json.loads(line)
         yield RelayProcess(proc, [int(p) for p in info["ports"]], int(info["control"]))
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        services.stop(proc)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import http.client
+import json
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import typing as t
@@ -32,6 +35,59 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def stop(proc: subprocess.Popen[t.Any], grace: float = 5.0) -> None:
+    """Terminate ``proc``; kill it if it is still there after ``grace`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextlib.contextmanager
+def gunicorn(
+    app: str, options: t.Sequence[str], env: t.Mapping[str, str], log_path: str, *, ready: str, timeout: float = 30
+) -> t.Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """gunicorn serving ``app`` from bench/ on a free loopback port, once ``GET ready`` answers: (port, process)."""
+    port = free_port()
+    exe = os.path.join(os.path.dirname(sys.executable), "gunicorn")
+    cmd = [exe, "--chdir", os.path.dirname(os.path.abspath(__file__)), *options, "--bind", f"127.0.0.1:{port}"]
+    cmd += ["--log-level", "warning", "--graceful-timeout", "5", app]
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(cmd, env=dict(env), stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                with open(log_path) as f:
+                    raise RuntimeError(f"gunicorn exited: {f.read()[-800:]}")
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            try:
+                conn.request("GET", ready)
+                conn.getresponse().read()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"gunicorn did not answer within {timeout:g} s") from None
+                time.sleep(0.1)
+            finally:
+                conn.close()
+        yield port, proc
+    finally:
+        stop(proc, 10)
+
+
+def save(folder: str, stem: str, results: t.Mapping[str, t.Any], md: str) -> None:
+    """Write a run's report as ``stem.md`` and its numbers as ``stem.json`` into ``folder``."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f"{stem}.md"), "w") as f:
+        f.write(md)
+    with open(os.path.join(folder, f"{stem}.json"), "w") as f:
+        json.dump(results, f, indent=1, sort_keys=True, default=str)
+        f.write("\n")
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 10.0) -> None:
@@ -182,10 +238,5 @@ def running(redis_url: str | None = None) -> t.Iterator[Services]:
         with contextlib.suppress(Exception):
             drop_pg_tables(services)
         for proc in procs:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
         shutil.rmtree(workdir, ignore_errors=True)

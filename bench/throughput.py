@@ -16,15 +16,13 @@ import re
 import shutil
 import statistics
 import subprocess
-import sys
-import time
 import typing as t
 from http.cookies import SimpleCookie
 
 import apps
-from services import Services, free_port
+from services import Services
+from services import gunicorn as gunicorn_server
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 WORKERS = 2
 THREADS = 4
 CONNECTIONS = 8
@@ -39,55 +37,11 @@ _ERRORS = re.compile(r"Socket errors:.*")
 @contextlib.contextmanager
 def gunicorn(backend: str, services: Services) -> t.Iterator[int]:
     """A gunicorn serving ``backend`` on a free loopback port, stopped afterwards."""
-    port = free_port()
-    exe = os.path.join(os.path.dirname(sys.executable), "gunicorn")
     env = dict(os.environ) | services.to_env() | {"SATCHEL_BENCH_BACKEND": backend}
     log_path = os.path.join(services.workdir, f"gunicorn-{backend}.log")
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(
-            [
-                exe,
-                "--chdir",
-                HERE,
-                "--workers",
-                str(WORKERS),
-                "--worker-class",
-                "gthread",
-                "--threads",
-                str(THREADS),
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--log-level",
-                "warning",
-                "--graceful-timeout",
-                "5",
-                "wsgi:app",
-            ],
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 20
-            while True:
-                if proc.poll() is not None:
-                    with open(log_path) as f:
-                        raise RuntimeError(f"gunicorn exited: {f.read()[-500:]}")
-                try:
-                    _get(port, "/untouched")
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("gunicorn did not answer within 20 s") from None
-                    time.sleep(0.1)
-            yield port
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    options = ["--workers", str(WORKERS), "--worker-class", "gthread", "--threads", str(THREADS)]
+    with gunicorn_server("wsgi:app", options, env, log_path, ready="/untouched", timeout=20) as (port, _):
+        yield port
 
 
 def _get(port: int, path: str, cookie: str | None = None) -> http.client.HTTPResponse:
