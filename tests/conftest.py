@@ -16,6 +16,7 @@ import typing as t
 from pathlib import Path
 
 import pytest
+import redis
 from flask import Flask, session
 
 from flask_satchel import Session
@@ -141,6 +142,75 @@ def started_memcached(*options: str) -> t.Iterator[MemcachedServer]:
 def memcached() -> t.Iterator[MemcachedServer]:
     """A private memcached for the module, with its default settings (1 MB items)."""
     yield from started_memcached()
+
+
+def reachable(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+class RedisServer(ServerProcess):
+    """A private redis-server (or Sentinel) process on a free loopback port, for tests to stop or freeze."""
+
+    def __init__(self, folder: str, *args: str, port: int | None = None, sentinel: bool = False) -> None:
+        super().__init__(port)
+        self.folder = folder
+        self.args = args
+        self.sentinel = sentinel
+
+    def start(self) -> RedisServer:
+        os.makedirs(self.folder, exist_ok=True)
+        if self.sentinel:
+            config = os.path.join(self.folder, f"sentinel-{self.port}.conf")
+            with open(config, "w") as f:
+                f.write(f"port {self.port}\nbind 127.0.0.1\ndir {self.folder}\n" + "".join(a + "\n" for a in self.args))
+            command = ["redis-server", config, "--sentinel"]
+        else:
+            command = [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ]
+            command += ["--dir", self.folder, *self.args]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        client = redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1)
+        try:
+            while not reachable(client):
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"redis-server did not start on port {self.port}")
+                time.sleep(0.02)
+        finally:
+            client.close()
+        return self
+
+    def client(self, **kw: t.Any) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=2, socket_connect_timeout=2, **kw)
+
+
+@pytest.fixture
+def servers(tmp_path: t.Any) -> t.Iterator[t.Callable[..., RedisServer]]:
+    """``servers(*args, port=None, sentinel=False)`` starts a private redis-server; all are stopped at the end."""
+    require(shutil.which("redis-server") is not None, "redis-server is not installed")
+    started: list[RedisServer] = []
+
+    def start(*args: str, port: int | None = None, sentinel: bool = False) -> RedisServer:
+        server = RedisServer(str(tmp_path / f"redis-{len(started)}"), *args, port=port, sentinel=sentinel)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
 
 
 def add_value_views(app: Flask) -> Flask:

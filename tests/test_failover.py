@@ -33,9 +33,8 @@ import typing as t
 
 import pytest
 import redis
-from conftest import free_port, require
+from conftest import RedisServer, free_port, require
 from flask import Flask, session
-from test_store_redis import RedisServer
 
 from flask_satchel.testing import LiveResponse, http_get, live_server, make_app
 
@@ -270,22 +269,6 @@ def _wait_for(check: t.Callable[[], bool], what: str, deadline: float = DEADLINE
 
 
 # Redis: servers and Sentinel ---------------------------------------------------------
-
-
-@pytest.fixture
-def servers(tmp_path: t.Any) -> t.Iterator[Start]:
-    """``servers(*args, port=None, sentinel=False)`` starts a private redis-server; all are stopped at the end."""
-    require(shutil.which("redis-server") is not None, "redis-server is not installed")
-    started: list[RedisServer] = []
-
-    def start(*args: str, port: int | None = None, sentinel: bool = False) -> RedisServer:
-        server = RedisServer(str(tmp_path / f"redis-{len(started)}"), *args, port=port, sentinel=sentinel)
-        started.append(server)
-        return server.start()
-
-    yield start
-    for server in started:
-        server.stop()
 
 
 def _command(client: redis.Redis, *args: t.Any) -> t.Any:

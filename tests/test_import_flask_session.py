@@ -37,7 +37,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 from cachelib.file import FileSystemCache
-from conftest import MemcachedServer, require, started_memcached
+from conftest import MemcachedServer, RedisServer, require, started_memcached
 from flask import Flask, jsonify, session
 from flask_sqlalchemy import SQLAlchemy
 from itsdangerous import Signer
@@ -45,7 +45,7 @@ from pymemcache.client.base import Client
 from pymemcache.client.hash import HashClient
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from test_store_redis import RedisServer, delete_prefix
+from test_store_redis import delete_prefix
 
 from flask_satchel import ConfigError
 from flask_satchel import Session as Satchel

@@ -15,9 +15,8 @@ import typing as t
 
 import pytest
 import redis
-from conftest import require
+from conftest import RedisServer, require
 from flask import Flask
-from test_store_redis import RedisServer
 
 from flask_satchel import ConfigError
 from flask_satchel.manager import SessionManager

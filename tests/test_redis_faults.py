@@ -23,12 +23,11 @@ import typing as t
 
 import pytest
 import redis
-from conftest import free_port, require
+from conftest import RedisServer, free_port
 from flask import Flask
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
-from test_store_redis import RedisServer
 
 from flask_satchel.errors import ConfigError
 from flask_satchel.interface import SatchelSessionInterface
@@ -41,22 +40,6 @@ SERVICE = "satchel"
 UNAVAILABLE = 503
 
 Start = t.Callable[..., RedisServer]
-
-
-@pytest.fixture
-def servers(tmp_path: t.Any) -> t.Iterator[Start]:
-    """``servers(*args, port=None, sentinel=False)`` starts a private redis-server; all are stopped at the end."""
-    require(shutil.which("redis-server") is not None, "redis-server is not installed")
-    started: list[RedisServer] = []
-
-    def start(*args: str, port: int | None = None, sentinel: bool = False) -> RedisServer:
-        server = RedisServer(str(tmp_path / f"redis-{len(started)}"), *args, port=port, sentinel=sentinel)
-        started.append(server)
-        return server.start()
-
-    yield start
-    for server in started:
-        server.stop()
 
 
 @pytest.fixture

@@ -9,9 +9,6 @@ in ``test_store_redis_cluster.py`` and ``test_outage_redis.py``.
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import time
 import typing as t
 import uuid
 import warnings
@@ -20,7 +17,7 @@ from urllib.parse import urlsplit
 import msgspec
 import pytest
 import redis
-from conftest import ServerProcess, require, value_app
+from conftest import reachable, require, value_app
 from flask import Flask, session
 
 from flask_satchel import ConfigError, Session
@@ -32,63 +29,6 @@ from flask_satchel.testing.contract import AppContract, StoreContract
 
 DB = 13
 URL = f"redis://127.0.0.1:6379/{DB}"
-
-
-class RedisServer(ServerProcess):
-    """A private redis-server (or Sentinel) process on a free loopback port, for tests to stop or freeze."""
-
-    def __init__(self, folder: str, *args: str, port: int | None = None, sentinel: bool = False) -> None:
-        super().__init__(port)
-        self.folder = folder
-        self.args = args
-        self.sentinel = sentinel
-
-    def start(self) -> RedisServer:
-        os.makedirs(self.folder, exist_ok=True)
-        if self.sentinel:
-            config = os.path.join(self.folder, f"sentinel-{self.port}.conf")
-            with open(config, "w") as f:
-                f.write(f"port {self.port}\nbind 127.0.0.1\ndir {self.folder}\n" + "".join(a + "\n" for a in self.args))
-            command = ["redis-server", config, "--sentinel"]
-        else:
-            command = [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ]
-            command += ["--dir", self.folder, *self.args]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        client = redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1)
-        try:
-            while not _reachable(client):
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"redis-server did not start on port {self.port}")
-                time.sleep(0.02)
-        finally:
-            client.close()
-        return self
-
-    def client(self, **kw: t.Any) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=2, socket_connect_timeout=2, **kw)
-
-
-def _prefix() -> str:
-    return f"satchel-test-{uuid.uuid4().hex[:8]}:"
-
-
-def _reachable(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
 
 
 def delete_prefix(client: t.Any, prefix: str) -> None:
@@ -104,10 +44,14 @@ def shared() -> t.Iterator[redis.Redis]:
     """A client of the shared server's database 13, for checks and cleanup."""
     client = redis.Redis.from_url(URL, socket_timeout=2, socket_connect_timeout=2)
     try:
-        require(_reachable(client), "Redis is not running on 127.0.0.1:6379")
+        require(reachable(client), "Redis is not running on 127.0.0.1:6379")
         yield client
     finally:
         client.close()
+
+
+def _prefix() -> str:
+    return f"satchel-test-{uuid.uuid4().hex[:8]}:"
 
 
 @pytest.fixture

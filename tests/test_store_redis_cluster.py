@@ -17,11 +17,10 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis
-from conftest import free_port, require
+from conftest import RedisServer, free_port, require
 from flask import Flask
 from redis.cluster import ClusterNode, RedisCluster
 from redis.sentinel import Sentinel
-from test_store_redis import RedisServer
 
 from flask_satchel.manager import SessionManager
 from flask_satchel.settings import StoreSettings
