@@ -22,7 +22,7 @@ from .changes import Changes
 from .cookies import Cookies, vary_cookie
 from .errors import StoreUnavailable
 from .outages import OutageLog
-from .session import ServerSession
+from .session import Backend, ServerSession
 
 if t.TYPE_CHECKING:
     from flask import Flask, Request, Response
@@ -36,8 +36,13 @@ security_log = logging.getLogger("flask_satchel.security")
 log = logging.getLogger("flask_satchel")
 
 
-class BaseSessionInterface(SessionInterface):
-    """The shared part of Flask-Satchel's interfaces; subclasses load and write sessions."""
+class BaseSessionInterface(SessionInterface, Backend):
+    """The shared part of Flask-Satchel's interfaces; subclasses load and write sessions.
+
+    What a session asks of it is :class:`~flask_satchel.session.Backend`;
+    the subclasses answer ``load``, ``sid_for``, ``handle_for``,
+    ``regenerate`` and ``destroy``, and write in ``_save``.
+    """
 
     #: The clock; tests replace it instead of sleeping.
     now: t.Callable[[], float] = staticmethod(time.time)
@@ -54,24 +59,6 @@ class BaseSessionInterface(SessionInterface):
         self.outages = OutageLog(settings.type)
 
     # What a session asks of its interface ----------------------------------
-
-    def load(self, session: ServerSession) -> None:
-        """Fill ``session`` from its cookie (and the store), on first use."""
-        raise NotImplementedError
-
-    def sid_for(self, session: ServerSession) -> str | None:
-        """The secret id behind ``session.sid``; None where there is none."""
-        raise NotImplementedError
-
-    def handle_for(self, session: ServerSession) -> str:
-        """The public id behind ``session.handle``."""
-        raise NotImplementedError
-
-    def regenerate(self, session: ServerSession) -> None:
-        raise NotImplementedError
-
-    def destroy(self, session: ServerSession) -> None:
-        raise NotImplementedError
 
     def admit_user(self, session: ServerSession, user: t.Any) -> None:
         """Called as the view sets ``SESSION_USER_KEY``; may refuse the login (``TooManySessions``)."""
@@ -98,11 +85,10 @@ class BaseSessionInterface(SessionInterface):
         # type() first: SessionMixin is an ABC, and isinstance on it is slow.
         if not (type(session) is ServerSession or isinstance(session, ServerSession)):
             return
-        if session._saved:
+        if not session._first_save():
             # Flask calls this again on its error path when the first call
             # raised; what could be written was written (or undone) then.
             return
-        session._saved = True
         if not session._loaded:
             if session.accessed:  # the proxy was used, the data never was: nothing to write
                 vary_cookie(response)
@@ -141,14 +127,13 @@ class BaseSessionInterface(SessionInterface):
         try:
             return op(*args)
         except StoreUnavailable:
-            session._broken = True
+            session._fail()
             raise
 
     def _announce(self, app: Flask, session: ServerSession, handle: str) -> None:
         """``session_created``, or ``session_regenerated`` for a session that got a new id."""
-        old = session._regenerated_from
+        old = session._announced()
         if old is None:
             signals.session_created.send(app, handle=handle)
         else:
             signals.session_regenerated.send(app, handle=handle, old_handle=old)
-            session._regenerated_from = None

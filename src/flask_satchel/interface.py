@@ -85,68 +85,65 @@ class SatchelSessionInterface(BaseSessionInterface):
 
     def _sid(self, session: ServerSession) -> str:
         """The session's id, made when first needed (a new session may never need one)."""
-        if session._sid is None:
-            session._sid = self.sids.new()
-        return session._sid
+        sid = session._sid
+        if sid is None:
+            sid = self.sids.new()
+            session._assign(sid=sid)
+        return sid
 
     # Loading --------------------------------------------------------------
 
-    def load(self, session: ServerSession) -> None:
-        """Fill ``session`` from its cookie and the store (called on first use)."""
+    def load(self, session: ServerSession) -> bool:
+        """Fill ``session`` from its cookie and the store (called on first use); True if there was a cookie."""
         app, request = session._app, session._request
         value = cookie_value(request, self.get_cookie_name(app)) if request is not None else None
         if value is None:
-            return
-        session._had_cookie = True
+            return False
         sid = self.sids.read(app, value)
         if sid is None:
             if self.settings.migrate_flask_cookies and self._take_over(
                 session, read_flask_cookie(app, value, self.settings.permanent), "Flask cookie"
             ):
-                return
+                return True
             if self.importer is not None and self._take_over(
                 session, self._guard(session, self.importer.take, app, value), "Flask-Session"
             ):
-                return
+                return True
             security_log.warning(
                 "Rejected a malformed or tampered session cookie from %s",
                 request.remote_addr if request is not None else "?",
             )
-            return
+            return True
         key = ids.key_of(sid)
         if self.locks is not None:
-            session._lock = self._guard(session, self.locks.acquire, key)
+            session._hold(self._guard(session, self.locks.acquire, key))
         try:
-            record = self.store.load(key)
+            record = self.store.load(key)  # not through _guard: this is every request's one call
         except StoreUnavailable:
-            session._broken = True
+            session._fail()
             raise
         except (ValueError, TypeError) as e:  # msgspec.DecodeError is a ValueError
             security_log.warning("Unreadable session record %s, starting a new session: %s", key, e)
-            return
+            return True
         rotation = self.rotation
         if record is None and rotation is not None:
             forwarded = self._guard(session, rotation.follow, key, self.now())
             if forwarded is not None:  # a sid rotated moments ago, still in its grace window
                 key, record = forwarded
-                session._key = key
+                session._follow(key)
         if record is None:
             if self.importer is not None:
                 self._take_over(session, self._guard(session, self.importer.take, app, value), "Flask-Session")
-            return  # unknown, expired or revoked: never adopted
+            return True  # unknown, expired or revoked: never adopted
         now = self.now()
         if now >= min(record.expires_at, self.changes.deadline(app, record.created_at, record.last_seen)):
             self._guard(session, self.store.delete, key)
             signals.session_expired.send(app, handle=key)
-            return
-        session._fill(record.data)
-        session._sid = sid
-        session._record = record
-        session._stored = True
-        session._permanent = record.permanent
-        session._new = False
+            return True
+        session._restore(record, sid)
         if rotation is not None and session._key is None and rotation.due(record, now):
             self._guard(session, self._rotate, session, rotation, key, record, now)
+        return True
 
     # Rotation and locking ---------------------------------------------------
 
@@ -158,9 +155,7 @@ class SatchelSessionInterface(BaseSessionInterface):
             record, last_seen=now, expires_at=self.changes.deadline(session._app, record.created_at, now)
         )
         if rotation.rotate(key, new_key, renewed, now):
-            session._sid = sid
-            session._record = renewed
-            session._rotated = True
+            session._rotate(sid, renewed)
             signals.session_regenerated.send(session._app, handle=new_key, old_handle=key)
 
     def _apply(self, session: ServerSession, change: Change) -> int | None:
@@ -169,8 +164,8 @@ class SatchelSessionInterface(BaseSessionInterface):
             return self.store.apply(self.handle_for(session), change)
         handle = self.handle_for(session)
         key, remaining = self.rotation.apply(handle, change, self.now())
-        if key != handle:
-            session._key = key  # the session was rotated: the rest of the request writes to the new record
+        if key != handle:  # the session was rotated: the rest of the request writes to the new record
+            session._follow(key)
         return remaining
 
     def _touch(self, session: ServerSession, change: Change) -> bool:
@@ -180,12 +175,12 @@ class SatchelSessionInterface(BaseSessionInterface):
         handle = self.handle_for(session)
         key, alive = self.rotation.touch(handle, change, self.now())
         if key != handle:
-            session._key = key
+            session._follow(key)
         return alive
 
     def release(self, session: ServerSession) -> None:
         """Give the session's lock back, if this request holds one."""
-        held, session._lock = session._lock, None
+        held = session._unlock()
         if held is not None and self.locks is not None:
             self.locks.release(held)
 
@@ -195,7 +190,7 @@ class SatchelSessionInterface(BaseSessionInterface):
         old = self.handle_for(session) if session._stored else None
         if session._stored:
             self._guard(session, self.store.delete, old)
-        session._renew(self.sids.new(), old)
+        session._renew(old, sid=self.sids.new())
 
     def destroy(self, session: ServerSession) -> None:
         if session._stored:
@@ -257,7 +252,7 @@ class SatchelSessionInterface(BaseSessionInterface):
                 # cookie will carry the new id, so nobody could reach the record.
                 self._discard(handle)
                 raise
-            session._stored = True
+            session._created()
             self._enforce_cap(app, record.user, handle)
             return
 

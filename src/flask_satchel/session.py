@@ -9,7 +9,10 @@ the session starts empty and unloaded, and the first dict operation loads it.
 
 What changed, and how values are decoded lazily, is ``tracking.py``'s job;
 this class adds identity (sid, handle, permanent), the lifecycle
-(``regenerate``, ``destroy``) and loading on first use to it.
+(``regenerate``, ``destroy``) and loading on first use to it. Its state
+changes only here: the interfaces (:class:`Backend`) read it, and tell the
+session what happened through the methods of the "What the interface tells
+the session" section, each one transition.
 """
 
 from __future__ import annotations
@@ -23,8 +26,35 @@ from .tracking import IMMUTABLE, MISSING, TrackedDict
 if t.TYPE_CHECKING:
     from flask import Flask, Request
 
-    from .base_interface import BaseSessionInterface
+    from .settings import Settings
     from .stores.base import Record
+
+
+class Backend(t.Protocol):
+    """What a session asks of the interface that opened it (the server one or the cookie one)."""
+
+    settings: Settings
+
+    def load(self, session: ServerSession) -> bool:
+        """Fill ``session`` from its cookie (and the store); True when the request had a session cookie."""
+
+    def sid_for(self, session: ServerSession) -> str | None:
+        """The secret id behind ``session.sid``; None where there is none (the cookie mode)."""
+
+    def handle_for(self, session: ServerSession) -> str:
+        """The public id behind ``session.handle``."""
+
+    def regenerate(self, session: ServerSession) -> None:
+        """Give ``session`` a new id (``session.regenerate()``); the old one dies."""
+
+    def destroy(self, session: ServerSession) -> None:
+        """End ``session`` in the store, if it is there (``session.destroy()``)."""
+
+    def admit_user(self, session: ServerSession, user: t.Any) -> None:
+        """Called before the user key is set: may refuse the login (``SESSION_MAX_PER_USER``)."""
+
+    def release(self, session: ServerSession) -> None:
+        """Give back the session lock the request holds."""
 
 
 class ServerSession(TrackedDict, SessionMixin):
@@ -69,7 +99,7 @@ class ServerSession(TrackedDict, SessionMixin):
     #: When an imported Flask-Session session would have died (``SESSION_MIGRATE_FLASK_SESSION``).
     _import_deadline: float | None = None
 
-    def __init__(self, interface: BaseSessionInterface, app: Flask, request: Request | None) -> None:
+    def __init__(self, interface: Backend, app: Flask, request: Request | None) -> None:
         # No dict.__init__: with no arguments it does nothing, and this runs on every request.
         self._interface = interface
         self._app = app
@@ -92,15 +122,73 @@ class ServerSession(TrackedDict, SessionMixin):
         if not self._loaded:
             self._loaded = True
             self.accessed = True  # a load without the proxy (the interface's own code) counts too
-            self._interface.load(self)
+            if self._interface.load(self):
+                self._had_cookie = True
 
-    # Lifecycle: the state regenerate, destroy and an import leave behind -------
+    # What the interface tells the session: each method one transition --------
 
-    def _renew(self, sid: str, old_handle: str | None) -> None:
+    def _restore(self, record: Record, sid: str | None, handle: str | None = None) -> None:
+        """Become the stored session ``record``, found under ``sid`` (or, sealed in the cookie, ``handle``)."""
+        self._fill(record.data)
+        self._sid = sid
+        if handle is not None:
+            self._handle = handle
+        self._record = record
+        self._stored = True
+        self._permanent = record.permanent
+        self._new = False
+
+    def _assign(self, sid: str | None = None, handle: str | None = None) -> None:
+        """The id (or the cookie mode's handle) a new session gets when it first needs one."""
+        self._sid = sid
+        self._handle = handle
+
+    def _follow(self, key: str) -> None:
+        """Write to the record under ``key``: another request rotated the sid, this one has the old one."""
+        self._key = key
+
+    def _rotate(self, sid: str, record: Record) -> None:
+        """Carry on under a new sid (``SESSION_ROTATE_INTERVAL``), whose cookie this response must send."""
+        self._sid = sid
+        self._record = record
+        self._rotated = True
+
+    def _created(self) -> None:
+        """The new session's record is in the store."""
+        self._stored = True
+
+    def _announced(self) -> str | None:
+        """The handle this session had before ``regenerate()``, once: its new record is stored now."""
+        old, self._regenerated_from = self._regenerated_from, None
+        return old
+
+    def _fail(self) -> None:
+        """The store failed during this request: nothing will be written."""
+        self._broken = True
+
+    def _hold(self, lock: tuple[str, str]) -> None:
+        """This request holds the session lock ``lock`` (``SESSION_LOCKING``)."""
+        self._lock = lock
+
+    def _unlock(self) -> tuple[str, str] | None:
+        """The lock this request held, if any, which it no longer holds."""
+        held, self._lock = self._lock, None
+        return held
+
+    def _first_save(self) -> bool:
+        """True the first time ``save_session`` runs for this request (Flask calls it again after an error)."""
+        if self._saved:
+            return False
+        self._saved = True
+        return True
+
+    def _renew(self, old_handle: str | None, *, sid: str | None = None, handle: str | None = None) -> None:
         """A new id for the same data (``regenerate()``): stored anew at the end of the request."""
         self._regenerated_from = self._regenerated_from or old_handle
         self._key = None
         self._sid = sid
+        if handle is not None:
+            self._handle = handle
         self._stored = False
         self.modified = True
 

@@ -46,55 +46,49 @@ class CookieSessionInterface(BaseSessionInterface):
         return None
 
     def handle_for(self, session: ServerSession) -> str:
-        if session._handle is None:
-            session._handle = secrets.token_hex(16)
-        return session._handle
+        handle = session._handle
+        if handle is None:
+            handle = secrets.token_hex(16)
+            session._assign(handle=handle)
+        return handle
 
     def _secrets(self, app: Flask) -> list[str | bytes]:
         """Newest first: the current key, then the fallbacks from newest to oldest."""
         return [app.secret_key, *reversed(app.config.get("SECRET_KEY_FALLBACKS") or ())]
 
-    def load(self, session: ServerSession) -> None:
+    def load(self, session: ServerSession) -> bool:
         app, request = session._app, session._request
         name = self.get_cookie_name(app)
         value = cookie_value(request, name) if request is not None else None
         if value is None:
-            return
-        session._had_cookie = True
+            return False
         sealed = self.sealer.open(value, name, self._secrets(app))
         if sealed is None:
             if self.settings.migrate_flask_cookies and self._take_over(
                 session, read_flask_cookie(app, value, self.settings.permanent), "Flask cookie"
             ):
-                return
+                return True
             security_log.warning(
                 "Rejected a tampered, truncated or foreign session cookie from %s",
                 request.remote_addr if request is not None else "?",
             )
-            return
+            return True
         now = self.now()
         if now >= min(sealed.expires_at, self.changes.deadline(app, sealed.created_at, sealed.last_seen)):
             security_log.info("Refused an expired session cookie (session %s)", sealed.handle)
-            return
+            return True
         if sealed.user is not None:
             after, kept = self._guard(session, self.revocations.valid_after, sealed.user)
             if sealed.issued_at < after and sealed.handle != kept:
                 security_log.info("Refused a revoked session cookie (session %s)", sealed.handle)
-                return
-        session._fill(sealed.data)
-        session._handle = sealed.handle
-        session._record = sealed.record()
-        session._stored = True
-        session._permanent = sealed.permanent
-        session._new = False
+                return True
+        session._restore(sealed.record(), None, sealed.handle)
+        return True
 
     def regenerate(self, session: ServerSession) -> None:
         # A sealed cookie cannot be recalled; a new handle and a fresh seal
         # are what regenerate can honestly do (revoke_user refuses old seals).
-        session._regenerated_from = session._regenerated_from or (session._handle if session._stored else None)
-        session._handle = secrets.token_hex(16)
-        session._stored = False
-        session.modified = True
+        session._renew(session._handle if session._stored else None, handle=secrets.token_hex(16))
 
     def destroy(self, session: ServerSession) -> None:
         if session._stored:
