@@ -38,17 +38,12 @@ class Backend(t.Protocol):
     def load(self, session: ServerSession) -> bool:
         """Fill ``session`` from its cookie (and the store); True when the request had a session cookie."""
 
-    def sid_for(self, session: ServerSession) -> str | None:
-        """The secret id behind ``session.sid``; None where there is none (the cookie mode)."""
-
-    def handle_for(self, session: ServerSession) -> str:
-        """The public id behind ``session.handle``."""
-
-    def regenerate(self, session: ServerSession) -> None:
-        """Give ``session`` a new id (``session.regenerate()``); the old one dies."""
-
-    def destroy(self, session: ServerSession) -> None:
-        """End ``session`` in the store, if it is there (``session.destroy()``)."""
+    # What session.sid, .handle, .regenerate() and .destroy() answer and do;
+    # sid_for is None where there is no secret id (the cookie mode).
+    def sid_for(self, session: ServerSession) -> str | None: ...
+    def handle_for(self, session: ServerSession) -> str: ...
+    def regenerate(self, session: ServerSession) -> None: ...
+    def destroy(self, session: ServerSession) -> None: ...
 
     def admit_user(self, session: ServerSession, user: t.Any) -> None:
         """Called before the user key is set: may refuse the login (``SESSION_MAX_PER_USER``)."""
