@@ -36,12 +36,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import http.client
-import importlib.metadata
 import multiprocessing
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -332,13 +329,6 @@ def _log_problems(log_path: str, start: int) -> list[str]:
     return [line for line in text.splitlines() if any(w in line for w in words)]
 
 
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def run(args: argparse.Namespace, workdir: str) -> dict[str, t.Any]:
     per_conn = max(1, args.users // args.connections)
     out: dict[str, t.Any] = {}
@@ -491,18 +481,12 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     results: dict[str, t.Any] = {
         "meta": {
-            "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "host": platform.node(),
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-            "command": " ".join([".venv/bin/python bench/load.py", *sys.argv[1:]]).strip(),
+            **services.run_meta("load.py", ("flask", "flask-satchel", "gunicorn")),
             "connections": args.connections,
             "users_per_conn": max(1, args.users // args.connections),
             "items": items,
             "requests_per_user": 2 + items + items // 2,
             "rounds": args.rounds,
-            "versions": {d: _version(d) for d in ("flask", "flask-satchel", "gunicorn")},
         }
     }
     workdir = tempfile.mkdtemp(prefix="satchel-load-")

@@ -30,11 +30,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import datetime as dt
 import gc
-import importlib.metadata
 import os
-import platform
 import signal
 import statistics
 import sys
@@ -317,13 +314,6 @@ def count_store(
     return out
 
 
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def _fmt_rt(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}".rstrip("0").rstrip(".")
 
@@ -465,16 +455,10 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     results: dict[str, t.Any] = {
         "meta": {
-            "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "host": platform.node(),
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-            "command": " ".join([".venv/bin/python bench/network_hop.py", *sys.argv[1:]]).strip(),
+            **services_mod.run_meta("network_hop.py", ("flask", "flask-satchel", "flask-session", "redis", "psycopg")),
             "delay_ms": args.delay_ms,
             "requests": args.requests,
             "count_requests": args.count_requests,
-            "versions": {d: _version(d) for d in ("flask", "flask-satchel", "flask-session", "redis", "psycopg")},
         },
         "calibration": {},
         "timing": {},

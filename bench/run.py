@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib.metadata
 import os
 import platform
 import signal
@@ -34,13 +33,6 @@ def _log(message: str) -> None:
     print(message, flush=True)
 
 
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def _meta(mode: str) -> dict[str, t.Any]:
     import msgspec
 
@@ -53,7 +45,7 @@ def _meta(mode: str) -> dict[str, t.Any]:
         "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "argv": sys.argv[1:],
         "versions": {
-            d: _version(d)
+            d: services_mod.version(d)
             for d in ("flask", "flask-satchel", "flask-session", "redis", "sqlalchemy", "psycopg", "pymemcache")
         },
         "session_bytes": len(msgspec.json.encode(apps.DATA)),

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import http.client
+import importlib.metadata
 import json
 import os
+import platform
 import shutil
 import socket
 import subprocess
@@ -78,6 +81,27 @@ def gunicorn(
         yield port, proc
     finally:
         stop(proc, 10)
+
+
+def version(dist: str) -> str | None:
+    """The installed version of ``dist``, or None."""
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def run_meta(script: str, dists: t.Sequence[str]) -> dict[str, t.Any]:
+    """What a results file says of its run: when, on what machine, the command, the versions of ``dists``."""
+    return {
+        "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "command": " ".join([f".venv/bin/python bench/{script}", *sys.argv[1:]]).strip(),
+        "versions": {d: version(d) for d in dists},
+    }
 
 
 def save(folder: str, stem: str, results: t.Mapping[str, t.Any], md: str) -> None:
