@@ -204,7 +204,12 @@ def test_a_cookie_given_for_a_handle_is_explained(tmp_path: t.Any, signed: bool)
     assert cookie is not None
     assert ("." in cookie.value) is signed
     runner = app.test_cli_runner()
-    for args in (["show", cookie.value], ["revoke", cookie.value], ["revoke-user", "ann", "--keep", cookie.value]):
+    # "--": a cookie may start with "-" (URL-safe base64), which click would read as an option.
+    for args in (
+        ["show", "--", cookie.value],
+        ["revoke", "--", cookie.value],
+        ["revoke-user", "ann", "--keep", cookie.value],
+    ):
         result = runner.invoke(args=["session", *args])
         assert result.exit_code == 1, args
         assert result.stdout == ""
