@@ -91,7 +91,7 @@ def app(request: pytest.FixtureRequest, tmp_path: t.Any, otel: Telemetry, need: 
         need(_up(port), f"no server on 127.0.0.1:{port}")
     if request.param == "memcached":
         server: MemcachedServer = request.getfixturevalue("memcached")
-        config, port = {"SESSION_URL": f"memcached://{server.address}"}, server.port
+        config, port = {"SESSION_URL": server.url}, server.port
     tag = uuid.uuid4().hex[:8]
     app = value_app(
         tmp_path,

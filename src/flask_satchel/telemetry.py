@@ -49,6 +49,13 @@ OPERATIONS = {
 
 _SCOPE = "flask_satchel"
 _API_PACKAGES = ("opentelemetry.trace", "opentelemetry.metrics")
+#: The lifecycle signals, each counted as ``flask_satchel.sessions.<name>``.
+_LIFECYCLE = {
+    "created": signals.session_created,
+    "destroyed": signals.session_destroyed,
+    "revoked": signals.session_revoked,
+    "expired": signals.session_expired,
+}
 #: The bucket boundaries, in seconds, the database conventions advise for db.client.operation.duration.
 _BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
 
@@ -71,17 +78,16 @@ class _Instruments:
             what: meter.create_counter(
                 f"flask_satchel.sessions.{what}", unit="{session}", description=f"Sessions {what}."
             )
-            for what in ("created", "destroyed", "revoked", "expired")
+            for what in _LIFECYCLE
         }
-        #: Every traced store, and those whose live sessions are reported; an app's store leaves with it.
+        #: Every traced store; an app's store leaves with it.
         self.stores: weakref.WeakSet[TracedStore] = weakref.WeakSet()
-        self.live: weakref.WeakSet[TracedStore] = weakref.WeakSet()
         meter.create_observable_gauge(
             "flask_satchel.sessions.live", [self._observe], unit="{session}", description="Live sessions."
         )
 
     def _observe(self, options: CallbackOptions) -> t.Iterable[Observation]:
-        return [seen for seen in (store.live() for store in list(self.live)) if seen is not None]
+        return [seen for seen in (store.live() for store in list(self.stores)) if seen is not None]
 
 
 class TracedStore:
@@ -106,18 +112,17 @@ class TracedStore:
         self._tracer = trace.get_tracer(_SCOPE)
         self._duration, self._unavailable = _INSTRUMENTS.duration, _INSTRUMENTS.unavailable
         self._closed = False
+        # Only where a count is one query or one pass in memory: Redis and the
+        # filesystem would read every session at each collection, memcached cannot count.
+        self._counts = bool(getattr(inner, "counts_cheaply", False))
         #: Whether an SDK is set up, as :meth:`_decide` found at the first operation.
         self._on = False
         self._decided = False
         _INSTRUMENTS.stores.add(self)
-        # Only where a count is one query or one pass in memory: Redis and the
-        # filesystem would read every session at each collection, memcached cannot count.
-        if getattr(inner, "counts_cheaply", False):
-            _INSTRUMENTS.live.add(self)
 
     def live(self) -> Observation | None:
-        """The count of live sessions, or None when the store is closed or cannot answer."""
-        if self._closed:
+        """The count of live sessions, or None when the store is closed or cannot count cheaply or now."""
+        if self._closed or not self._counts:
             return None
         try:
             return Observation(self.inner.count(time.time()), self.attributes)
@@ -242,12 +247,7 @@ def traced(store: Store) -> TracedStore:
 
 def count_lifecycle(app: Flask, attributes: t.Mapping[str, str | int]) -> None:
     """Count the app's sessions created, destroyed, revoked and expired, from the lifecycle signals."""
-    for signal, what in (
-        (signals.session_created, "created"),
-        (signals.session_destroyed, "destroyed"),
-        (signals.session_revoked, "revoked"),
-        (signals.session_expired, "expired"),
-    ):
+    for what, signal in _LIFECYCLE.items():
 
         def receiver(sender: Flask, *, _counter: t.Any = _INSTRUMENTS.lifecycle[what], **extra: t.Any) -> None:
             _counter.add(1, attributes)
